@@ -1,0 +1,3 @@
+"""cockpit: a terminal cockpit for hybrid Kubernetes development."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The in-cluster agent (runs in the agent image as python -m cockpit.agent)."""

@@ -1,0 +1,1 @@
+"""asyncio orchestration: session, supervisors, reconcile loops, event bus."""

@@ -1,0 +1,1 @@
+"""The Textual app: screens, widgets, bindings, themes. Talks to the engine facade only."""

@@ -7,7 +7,7 @@ event stream; the reducer in ``cockpit.core.state`` folds them into ``SessionSta
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 
@@ -22,9 +22,9 @@ class Level(enum.IntEnum):
 
 
 class SourceKind(enum.StrEnum):
-    LOCAL = "local"      # the service's local process
-    POD = "pod"          # a container of a remote pod
-    EVENT = "event"      # a Kubernetes event
+    LOCAL = "local"  # the service's local process
+    POD = "pod"  # a container of a remote pod
+    EVENT = "event"  # a Kubernetes event
     COCKPIT = "cockpit"  # cockpit's own messages
 
 
@@ -38,22 +38,22 @@ class ServiceMode(enum.StrEnum):
 class ProcessStatus(enum.StrEnum):
     STOPPED = "stopped"
     STARTING = "starting"
-    RUNNING = "running"      # started, port not yet answering (or no port configured)
-    READY = "ready"          # port answers
+    RUNNING = "running"  # started, port not yet answering (or no port configured)
+    READY = "ready"  # port answers
     STOPPING = "stopping"
     EXITED = "exited"
-    BACKOFF = "backoff"      # waiting before an automatic restart
+    BACKOFF = "backoff"  # waiting before an automatic restart
 
 
 @dataclass(frozen=True, slots=True)
 class LogLine:
     """One line of output from any source. ``seq`` is assigned by the LogRing (0 = not yet)."""
 
-    source: str          # "api" (local), "store-7d9f-abc/app" (pod/container), "events", "cockpit"
-    service: str         # the service it belongs to ("" for cockpit's own lines)
+    source: str  # "api" (local), "store-7d9f-abc/app" (pod/container), "events", "cockpit"
+    service: str  # the service it belongs to ("" for cockpit's own lines)
     kind: SourceKind
     text: str
-    ts: float            # unix time
+    ts: float  # unix time
     stream: str = "stdout"
     level: Level = Level.INFO
     seq: int = 0
@@ -66,7 +66,8 @@ class Event:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["type"] = type(self).__name__
-        return _jsonable(data)
+        out: dict[str, Any] = _jsonable(data)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +84,13 @@ class Alert(Event):
 
     key: str
     service: str
-    title: str            # one line
-    detail: str           # e.g. the whole traceback, or the last lines of a dead process
+    title: str  # one line
+    detail: str  # e.g. the whole traceback, or the last lines of a dead process
     level: Level
     count: int
     first_seen: float
     last_seen: float
-    log_seq: int = 0      # the LogLine.seq this alert points at (0 = none)
+    log_seq: int = 0  # the LogLine.seq this alert points at (0 = none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,7 @@ class ServiceChanged(Event):
     total: int = 0
     restarts: int = 0
     reasons: tuple[str, ...] = ()
-    forward: str = ""      # local address of its port-forward, "" if none
+    forward: str = ""  # local address of its port-forward, "" if none
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +122,10 @@ class ServiceRemoved(Event):
 
 @dataclass(frozen=True, slots=True)
 class ForwardChanged(Event):
-    name: str              # "store:8080"
-    local: str             # "127.0.0.2:8080"
-    remote: str            # "store-7d9f-abc:8080"
-    state: str             # "listening" | "connecting" | "failed: <reason>"
+    name: str  # "store:8080"
+    local: str  # "127.0.0.2:8080"
+    remote: str  # "store-7d9f-abc:8080"
+    state: str  # "listening" | "connecting" | "failed: <reason>"
     connections: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
@@ -132,8 +133,8 @@ class ForwardChanged(Event):
 
 @dataclass(frozen=True, slots=True)
 class SyncChanged(Event):
-    name: str              # "api (reload)" or "web: ./static -> /app/static"
-    state: str             # "watching" | "pending" | "syncing" | "in-sync" | "failed"
+    name: str  # "api (reload)" or "web: ./static -> /app/static"
+    state: str  # "watching" | "pending" | "syncing" | "in-sync" | "failed"
     pending: int = 0
     last_sync: float | None = None
     duration: float | None = None
@@ -148,7 +149,7 @@ class ConnectionChanged(Event):
     """State of a connection the status bar shows: 'api', 'agent', 'tunnel'."""
 
     name: str
-    state: str             # "connected" | "connecting" | "disconnected" | "failed: <reason>"
+    state: str  # "connected" | "connecting" | "disconnected" | "failed: <reason>"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,86 @@
+"""Shared fixtures: the real cluster (dev-cluster by default, COCKPIT_TEST_KUBECONFIG to override),
+a namespace per test, and isolation from the user's own cockpit config."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEV_CLUSTER = REPO / "scripts" / "dev-cluster"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The egress-guard check reads counters left by everything else: it must run last.
+    last = [i for i in items if "egress_guard" in i.nodeid]
+    rest = [i for i in items if "egress_guard" not in i.nodeid]
+    items[:] = rest + last
+
+
+@pytest.fixture(autouse=True)
+def _isolate_user_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read or write the developer's own cockpit settings or themes."""
+    home = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
+
+
+class Cluster:
+    """The cluster under test: a kubeconfig path plus whether this run started it."""
+
+    def __init__(self, kubeconfig: Path, started_here: bool, dev: bool) -> None:
+        self.kubeconfig = kubeconfig
+        self.started_here = started_here
+        self.dev = dev  # True when it is our own dev-cluster (egress guard, kubectl in cache)
+
+    def api(self):  # type: ignore[no-untyped-def]
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        return client.ApiClient(cfg)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    override = os.environ.get("COCKPIT_TEST_KUBECONFIG")
+    if override:
+        yield Cluster(Path(override), started_here=False, dev=False)
+        return
+    was_up = subprocess.run([sys.executable, str(DEV_CLUSTER), "status"],
+                            capture_output=True).returncode == 0
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, str(DEV_CLUSTER), "up"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"dev-cluster up failed: {proc.stderr.strip().splitlines()[-1:]}", pytrace=False)
+    kubeconfig = Path(proc.stdout.strip().splitlines()[-1])
+    print(f"\ndev cluster ready in {time.monotonic() - t0:.1f} s ({kubeconfig})", file=sys.stderr)
+    yield Cluster(kubeconfig, started_here=not was_up, dev=True)
+    if not was_up and os.environ.get("COCKPIT_KEEP_CLUSTER") != "1":
+        subprocess.run([sys.executable, str(DEV_CLUSTER), "down"], capture_output=True)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (the test does not wait for it)."""
+    from kubernetes import client
+
+    api = client.CoreV1Api(cluster.api())
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    name = f"t-{base}-{secrets.token_hex(3)}"
+    api.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+        name=name, labels={"cockpit-test": "1"})))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # pods need the namespace's default ServiceAccount
+        if api.list_namespaced_service_account(name).items:
+            break
+        time.sleep(0.2)
+    yield name
+    api.delete_namespace(name, propagation_policy="Background", grace_period_seconds=0)

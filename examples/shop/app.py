@@ -60,7 +60,8 @@ class Settings:
         self.bind = env.get("BIND", "0.0.0.0")
         try:
             self.port = int(env.get("PORT", "8080"))
-            self.log_interval = float(env.get("LOG_INTERVAL", "2"))
+            # A floor, so that LOG_INTERVAL=0 means "very often" rather than a busy loop.
+            self.log_interval = max(0.001, float(env.get("LOG_INTERVAL", "2")))
             self.upstream_timeout = float(env.get("UPSTREAM_TIMEOUT", "5"))
         except ValueError as exc:
             raise ValueError(f"PORT, LOG_INTERVAL, UPSTREAM_TIMEOUT: {exc}") from exc
@@ -218,6 +219,9 @@ class Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "shop/1"
+    # Headers and body go out in separate writes; without TCP_NODELAY a keep-alive
+    # client waits for a delayed ACK (~40 ms) on every small answer.
+    disable_nagle_algorithm = True
     server: ShopServer
 
     # -- plumbing ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ venv: $(BIN)/cockpit
 
 ## lint + format check + strict types
 check: venv
-	$(BIN)/ruff check cockpit tests bench examples scripts/dev-cluster
+	$(BIN)/ruff check cockpit tests bench examples scripts/dev_cluster.py
 	$(BIN)/ruff format --check cockpit tests bench examples
 	$(BIN)/mypy
 

@@ -3,6 +3,7 @@ a namespace per test, and isolation from the user's own cockpit config."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -25,7 +26,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _isolate_user_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolate_user_config(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Tests never read or write the developer's own cockpit settings or themes."""
     home = tmp_path_factory.mktemp("xdg")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
@@ -54,12 +57,16 @@ def cluster() -> Iterator[Cluster]:
     if override:
         yield Cluster(Path(override), started_here=False, dev=False)
         return
-    was_up = subprocess.run([sys.executable, str(DEV_CLUSTER), "status"],
-                            capture_output=True).returncode == 0
+    was_up = (
+        subprocess.run([sys.executable, str(DEV_CLUSTER), "status"], capture_output=True).returncode
+        == 0
+    )
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, str(DEV_CLUSTER), "up"], capture_output=True, text=True)
     if proc.returncode != 0:
-        pytest.fail(f"dev-cluster up failed: {proc.stderr.strip().splitlines()[-1:]}", pytrace=False)
+        pytest.fail(
+            f"dev-cluster up failed: {proc.stderr.strip().splitlines()[-1:]}", pytrace=False
+        )
     kubeconfig = Path(proc.stdout.strip().splitlines()[-1])
     print(f"\ndev cluster ready in {time.monotonic() - t0:.1f} s ({kubeconfig})", file=sys.stderr)
     yield Cluster(kubeconfig, started_here=not was_up, dev=True)
@@ -67,20 +74,66 @@ def cluster() -> Iterator[Cluster]:
         subprocess.run([sys.executable, str(DEV_CLUSTER), "down"], capture_output=True)
 
 
-@pytest.fixture
-def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace for one test, deleted afterwards (the test does not wait for it)."""
+@contextlib.contextmanager
+def make_namespace(cluster: Cluster, hint: str) -> Iterator[str]:
+    """A fresh namespace (ready for pods), deleted afterwards without waiting for it to go."""
     from kubernetes import client
 
     api = client.CoreV1Api(cluster.api())
-    base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    base = "".join(c if c.isalnum() else "-" for c in hint.lower())[:40].strip("-")
     name = f"t-{base}-{secrets.token_hex(3)}"
-    api.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
-        name=name, labels={"cockpit-test": "1"})))
+    api.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"cockpit-test": "1"}))
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # pods need the namespace's default ServiceAccount
         if api.list_namespaced_service_account(name).items:
             break
         time.sleep(0.2)
-    yield name
-    api.delete_namespace(name, propagation_policy="Background", grace_period_seconds=0)
+    try:
+        yield name
+    finally:
+        api.delete_namespace(name, propagation_policy="Background", grace_period_seconds=0)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test."""
+    with make_namespace(cluster, request.node.name) as name:
+        yield name
+
+
+SHOP_MANIFEST = REPO / "examples" / "shop" / "k8s" / "shop.yaml"
+
+
+def deploy_shop(cluster: Cluster, namespace: str, timeout: float = 90.0) -> None:
+    """Apply the shop demo into ``namespace`` and wait until every Deployment is available."""
+    import yaml
+    from kubernetes import client, utils
+
+    api = cluster.api()
+    docs = [d for d in yaml.safe_load_all(SHOP_MANIFEST.read_text()) if d]
+    utils.create_from_yaml(api, yaml_objects=docs, namespace=namespace)
+    apps = client.AppsV1Api(api)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        deps = apps.list_namespaced_deployment(namespace).items
+        if deps and all((d.status.available_replicas or 0) == d.spec.replicas for d in deps):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"shop not available in {namespace} after {timeout:.0f} s")
+
+
+@pytest.fixture
+def shop(cluster: Cluster, namespace: str) -> str:
+    """The shop demo (web -> api -> store) deployed and available in a fresh namespace."""
+    deploy_shop(cluster, namespace)
+    return namespace
+
+
+@pytest.fixture(scope="module")
+def shared_shop(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """One shop for a whole test module, for tests that only read from it."""
+    with make_namespace(cluster, request.module.__name__.rsplit(".", 1)[-1]) as name:
+        deploy_shop(cluster, name)
+        yield name

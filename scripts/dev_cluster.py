@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import shlex
 import signal
 import socket
 import ssl
@@ -855,12 +856,53 @@ def setup_network() -> None:
         run(["ip", "link", "add", NODE_BRIDGE, "type", "bridge"])
         run(["ip", "addr", "add", f"{NODE_IP}/32", "dev", NODE_BRIDGE])
     run(["ip", "link", "set", NODE_BRIDGE, "up"])
+    chains_before = STATE / "iptables.before.json"
+    if not chains_before.exists():
+        chains_before.write_text(json.dumps(sorted(kube_chains())))
     netns = Path("/var/run/netns")
     before = STATE / "netns.before"
     if not before.exists():
         before.write_text(
             "\n".join(sorted(p.name for p in netns.glob("*"))) if netns.exists() else ""
         )
+
+
+def kube_chains() -> set[tuple[str, str]]:
+    """(table, chain) of every KUBE-*/CNI-* chain: kubelet and kube-proxy create these."""
+    found = set()
+    for table in ("filter", "nat", "mangle"):
+        for line in ipt("-S", table=table, check=False).stdout.decode().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == "-N" and parts[1].startswith(("KUBE-", "CNI-")):
+                found.add((table, parts[1]))
+    return found
+
+
+def remove_kube_chains() -> None:
+    """Remove the chains made while the cluster ran (kube-proxy --cleanup leaves kubelet's)."""
+    before_file = STATE / "iptables.before.json"
+    before = (
+        {tuple(x) for x in json.loads(before_file.read_text())} if before_file.exists() else set()
+    )
+    ours = kube_chains() - before
+    for table in {t for t, _ in ours}:
+        names = {c for t, c in ours if t == table}
+        for line in ipt("-S", table=table, check=False).stdout.decode().splitlines():
+            parts = shlex.split(line)
+            # jumps from built-in chains into ours
+            if (
+                parts[:1] == ["-A"]
+                and "-j" in parts
+                and parts[parts.index("-j") + 1] in names
+                and parts[1] not in names
+            ):
+                ipt("-D", *parts[1:], table=table, check=False)
+        for chain in names:
+            ipt("-F", chain, table=table, check=False)
+        for chain in names:
+            ipt("-X", chain, table=table, check=False)
+    with contextlib.suppress(OSError):
+        before_file.unlink()
 
 
 def teardown_network() -> None:
@@ -1359,6 +1401,7 @@ def cmd_down(_: argparse.Namespace) -> None:
             or not mp.startswith("/var/run/netns")
         ):
             run(["umount", "-l", mp], check=False)
+    remove_kube_chains()
     teardown_network()
     remove_egress_guard()
     if CGROUP.exists():

@@ -17,8 +17,8 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import shlex
+import shutil
 import signal
 import socket
 import ssl

@@ -1278,8 +1278,10 @@ def cmd_up(_: argparse.Namespace) -> None:
         log("already up")
         print(KUBECONFIG)
         return
-    if any(running(n) for n in ORDER):
-        log("partly running: stopping the leftovers first")
+    if PIDS.exists():
+        # a previous run ended without `down` (crash, reboot, killed session): clear its
+        # leftovers (processes, containers, mounts, stale runtime state) before starting anew
+        log("cleaning up after a previous run that did not go down")
         cmd_down(argparse.Namespace())
     ensure_packages()
     build()

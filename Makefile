@@ -33,6 +33,13 @@ test: venv
 test-fast: venv
 	$(BIN)/pytest -m "not cluster and not tmux" $(PYTEST_ARGS)
 
+## dev cluster up, the shop deployed in namespace `shop`, cockpit opened with `api` running locally
+DEMO_ARGS ?=
+demo: venv
+	scripts/dev-cluster up
+	scripts/dev-cluster deploy-shop --namespace shop
+	cd examples/shop && KUBECONFIG=$$(../../scripts/dev-cluster kubeconfig) ../../$(BIN)/cockpit up api $(DEMO_ARGS)
+
 cluster-up:
 	scripts/dev-cluster up
 

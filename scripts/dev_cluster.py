@@ -1438,6 +1438,27 @@ def cmd_kubeconfig(_: argparse.Namespace) -> None:
     print(KUBECONFIG)
 
 
+def cmd_kubectl(args: argparse.Namespace) -> None:
+    """kubectl (the 1.20 one built with the cluster) against the dev cluster."""
+    if not KUBECONFIG.exists():
+        raise Fail("no kubeconfig yet: run scripts/dev-cluster up")
+    os.execve(
+        str(BIN / "kubectl"), ["kubectl", *args.args], dict(os.environ, KUBECONFIG=str(KUBECONFIG))
+    )
+
+
+def cmd_deploy_shop(args: argparse.Namespace) -> None:
+    """Deploy the shop demo into a namespace and wait until it is available (idempotent)."""
+    kubectl = [str(BIN / "kubectl"), "--kubeconfig", str(KUBECONFIG)]
+    ns = args.namespace
+    if run([*kubectl, "get", "namespace", ns], check=False).returncode != 0:
+        run([*kubectl, "create", "namespace", ns])
+    run([*kubectl, "-n", ns, "apply", "-f", str(REPO / "examples/shop/k8s/shop.yaml")])
+    for deploy in ("web", "api", "store"):
+        run([*kubectl, "-n", ns, "rollout", "status", f"deploy/{deploy}", "--timeout=120s"])
+    log(f"shop deployed in namespace {ns}")
+
+
 def cmd_guard(_: argparse.Namespace) -> None:
     print(
         json.dumps(
@@ -1512,6 +1533,12 @@ def cmd_dns_sync(_: argparse.Namespace) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["kubectl"]:  # pass every flag through untouched
+        try:
+            cmd_kubectl(argparse.Namespace(args=sys.argv[2:]))
+        except Fail as exc:
+            print(f"dev-cluster: error: {exc}", file=sys.stderr)
+            return 1
     parser = argparse.ArgumentParser(prog="dev-cluster", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser(
@@ -1530,6 +1557,12 @@ def main() -> int:
         fn=cmd_kubeconfig
     )
     sub.add_parser("guard", help="egress guard counters as JSON").set_defaults(fn=cmd_guard)
+    kubectl = sub.add_parser("kubectl", help="run kubectl against the dev cluster")
+    kubectl.add_argument("args", nargs=argparse.REMAINDER)
+    kubectl.set_defaults(fn=cmd_kubectl)
+    shop = sub.add_parser("deploy-shop", help="deploy examples/shop into a namespace and wait")
+    shop.add_argument("--namespace", "-n", default="shop")
+    shop.set_defaults(fn=cmd_deploy_shop)
     sub.add_parser("dns-sync").set_defaults(fn=cmd_dns_sync)
     args = parser.parse_args()
     try:

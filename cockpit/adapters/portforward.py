@@ -1,0 +1,934 @@
+"""Port-forwards to pods through the API server: one websocket (``v4.channel.k8s.io``) per TCP
+connection, spoken natively on asyncio, plus local 127.0.0.x listeners that relay into them.
+
+Three ways in: ``connect_pod_port`` (an asyncio transport to a pod's port, for any protocol
+factory), ``open_pod_stream`` (a StreamReader/StreamWriter pair) and ``PodTunnel`` (an
+asyncssh ``tunnel=``), and ``PortForwardListener`` (a local listener whose connections each
+reach a pod chosen by a ``TargetPicker``, re-picked when a pod goes).
+
+The data path is a splice between two asyncio protocols: bytes from the pod arrive as
+memoryview slices of the decrypted TLS data and go straight to the local socket; flow
+control pauses the reading side whenever the writing side's buffer is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+from cockpit.adapters import websocket as ws
+from cockpit.errors import AccessDeniedError, ClusterError, CockpitError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+PORTFORWARD_PROTOCOL = "v4.channel.k8s.io"
+_DATA, _ERROR = 0, 1
+_DATA_PREFIX = b"\x00"
+# Frames we send carry at most this much: the kubelet reads whole frames into memory.
+MAX_FRAME = 256 * 1024
+# Let the TLS socket buffer this much before the local side stops reading (asyncio's
+# default of 64 KiB stalls a fast pipe on every few frames).
+_WRITE_HIGH_WATER = 512 * 1024
+_HANDSHAKE_LIMIT = 64 * 1024
+_READ_SIZE = 256 * 1024  # what asyncio's TLS layer decrypts per read at most
+# The v4 protocol cannot tell the pod "no more data" without closing the whole stream, so
+# after the local side half-closes, the answer may keep flowing until the pod has been quiet
+# this long (containerd gives a half-closed SPDY stream one second, too).
+EOF_GRACE = 1.0
+# How long an auth token from an exec/OIDC refresh hook is reused before asking again.
+_TOKEN_TTL = 60.0
+
+
+class PortForwardError(ClusterError):
+    """A port-forward stream to a pod could not be opened or ended with an error."""
+
+    title = "port-forward error"
+
+
+class NoReadyPodError(PortForwardError):
+    """No ready pod backs the service right now."""
+
+
+# -- how to reach the API server ----------------------------------------------------------
+
+
+class ApiServer:
+    """The API server address, TLS settings and credentials from a kubeconfig.
+
+    Built once (reading a kubeconfig may run an exec plugin: do it off the event loop) and
+    shared by every stream; the SSL context is reused for every connection.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        server_hostname: str | None = None,
+        authorization: Callable[[], str | None] = lambda: None,
+        refreshes: bool = False,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ClusterError(f"cannot use API server URL {url!r}")
+        self.url = url
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.base_path = parts.path.rstrip("/")
+        self.ssl = ssl_context if parts.scheme == "https" else None
+        self.server_hostname = server_hostname if self.ssl else None
+        self._authorization = authorization
+        self._refreshes = refreshes  # the credential may change (exec plugin, OIDC)
+        self._auth_cache: tuple[float, str | None] | None = None
+        self._auth_lock = asyncio.Lock()
+
+    @classmethod
+    def from_configuration(cls, cfg: Any) -> ApiServer:
+        """From a ``kubernetes.client.Configuration`` filled by ``config.load_kube_config``."""
+        context: ssl.SSLContext | None = None
+        if str(cfg.host).startswith("https"):
+            context = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
+            if not cfg.verify_ssl:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if cfg.cert_file:
+                context.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+            context.set_alpn_protocols(["http/1.1"])  # websocket upgrades need HTTP/1.1
+
+        def authorization() -> str | None:
+            token: str | None = cfg.get_api_key_with_prefix("authorization")
+            if token:
+                return token
+            if cfg.username or cfg.password:
+                basic: str | None = cfg.get_basic_auth_token()
+                return basic
+            return None
+
+        return cls(
+            str(cfg.host),
+            context,
+            server_hostname=getattr(cfg, "tls_server_name", None) or None,
+            authorization=authorization,
+            refreshes=cfg.refresh_api_key_hook is not None,
+        )
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | None = None, context: str | None = None) -> ApiServer:
+        """Blocking: load a kubeconfig (the default one when ``path`` is None)."""
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        cfg = client.Configuration()
+        load: Any = config.load_kube_config  # untyped
+        try:
+            load(config_file=path, context=context, client_configuration=cfg)
+        except (ConfigException, OSError) as exc:
+            raise ClusterError(f"cannot load kubeconfig: {exc}") from exc
+        return cls.from_configuration(cfg)
+
+    async def headers(self) -> dict[str, str]:
+        """Headers for a request: the Authorization one, refreshed off the loop when needed."""
+        cached = self._auth_cache
+        now = time.monotonic()
+        if cached is None or (self._refreshes and now - cached[0] > _TOKEN_TTL):
+            async with self._auth_lock:
+                cached = self._auth_cache
+                if cached is None or (self._refreshes and now - cached[0] > _TOKEN_TTL):
+                    value = (
+                        await asyncio.to_thread(self._authorization)
+                        if self._refreshes
+                        else self._authorization()
+                    )
+                    cached = self._auth_cache = (now, value)
+        headers = {"User-Agent": "cockpit"}
+        if cached[1]:
+            headers["Authorization"] = cached[1]
+        return headers
+
+    @property
+    def authority(self) -> str:
+        default = 443 if self.ssl else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+
+# -- one stream to one pod port -----------------------------------------------------------
+
+
+class PodPortTransport(asyncio.Transport):
+    """A TCP connection to a pod's port, carried by one websocket: an ordinary asyncio
+    transport, so any protocol (StreamReaderProtocol, asyncssh, the local relay) runs on it.
+
+    ``write_eof()`` cannot reach the pod as a half-close (the v4 protocol has none): the
+    stream stays open for the answer until the pod has been quiet for ``EOF_GRACE`` seconds
+    or closes, then closes.
+    """
+
+    def __init__(self, conn: _PortForwardSocket, extra: dict[str, Any]) -> None:
+        super().__init__(extra)
+        self._conn = conn
+
+    # writing
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._conn.send(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        self._conn.send(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        self._conn.local_eof()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return self._conn.tls.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._conn.tls.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._conn.tls.set_write_buffer_limits(high, low)
+
+    # reading
+    def pause_reading(self) -> None:
+        self._conn.tls.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._conn.tls.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._conn.tls.is_reading()
+
+    # lifetime
+    def close(self) -> None:
+        self._conn.close()
+
+    def abort(self) -> None:
+        self._conn.tls.abort()
+
+    def is_closing(self) -> bool:
+        return self._conn.closing
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._conn.app = protocol
+        self._conn.app_views = bool(getattr(protocol, "accepts_memoryview", False))
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._conn.app
+
+
+def _status_message(body: bytes, fallback: str) -> str:
+    """The ``message`` of a Kubernetes Status answer, else the body's first line."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return (text.splitlines() or [fallback])[0][:300]
+    message = doc.get("message") if isinstance(doc, dict) else None
+    return str(message) if message else fallback
+
+
+class _PortForwardSocket(asyncio.BufferedProtocol):
+    """The protocol on the TLS connection: upgrade handshake, then the channel demux.
+
+    Buffered: TLS decrypts straight into ``_buf``; the data chunks handed on are views of it,
+    valid during the call only (the relay writes them to the local socket at once; any other
+    protocol gets a bytes copy).
+    """
+
+    def __init__(self, key: str, what: str) -> None:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.key = key
+        self.what = what  # "pod 'store-abc' port 8080 in namespace 'shop'", for messages
+        self.tls: asyncio.Transport = None  # type: ignore[assignment]
+        self.upgraded: asyncio.Future[bytes] = loop.create_future()  # bytes after the head
+        self.closed = loop.create_future()
+        self._head = bytearray()
+        self._answer: ws.HttpAnswer | None = None
+        self.app: asyncio.BaseProtocol = asyncio.Protocol()
+        self.app_views = False  # the app protocol takes memoryview chunks (no copy)
+        self.closing = False
+        self._close_sent = False
+        self._decoder = ws.FrameDecoder(self._on_data, self._on_control)
+        self._channel = _DATA
+        self._prefix_left = [2, 2]  # each channel starts with the 2-byte port number
+        self._error = bytearray()
+        self._protocol_error: Exception | None = None
+        self._local_eof = False
+        self._last_rx = 0.0
+        self._grace: asyncio.TimerHandle | None = None
+        self._paused_app = False
+        self._pending: list[memoryview] = []  # data chunks decoded from the current read
+        self._buf = bytearray(_READ_SIZE)
+        self._view = memoryview(self._buf)
+
+    # -- asyncio.Protocol on the TLS transport --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.tls = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._view[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        if not self.upgraded.done():
+            self._handshake_data(bytes(data))
+            return
+        try:
+            self._decoder.feed(data)
+        except ws.WebSocketError as exc:
+            self._protocol_error = exc
+            self.tls.abort()
+        finally:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        # One hand-over per read from the API server, however many frames it held: one
+        # send() on the local socket instead of one per ~32 KiB frame.
+        pending = self._pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._last_rx = self.loop.time()
+        if type(data) is bytes or self.app_views:
+            self.app.data_received(data)  # type: ignore[attr-defined]
+        else:
+            self.app.data_received(bytes(data))  # type: ignore[attr-defined]
+
+    def eof_received(self) -> bool:
+        return False  # the whole stream is over: let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self._grace is not None:
+            self._grace.cancel()
+        if not self.upgraded.done():
+            self._fail_handshake(exc)
+        elif self._answer is not None and self.app is not None:
+            error = self._end_error(exc)
+            if error is None:
+                with contextlib.suppress(Exception):
+                    self.app.eof_received()  # type: ignore[attr-defined]
+            self.app.connection_lost(error)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._answer is not None:
+            self._paused_app = True
+            self.app.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._paused_app:
+            self._paused_app = False
+            self.app.resume_writing()
+
+    # -- handshake --
+
+    def _handshake_data(self, data: bytes) -> None:
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._head) > _HANDSHAKE_LIMIT:
+                self._protocol_error = ws.WebSocketError("the API server's answer is too long")
+                self.tls.abort()
+            return
+        if self._answer is None:
+            try:
+                self._answer = ws.parse_response_head(bytes(self._head[:end]))
+            except ws.WebSocketError as exc:
+                self._protocol_error = exc
+                self.tls.abort()
+                return
+        if self._answer.status == 101:
+            try:
+                ws.check_upgrade(self._answer, self.key, (PORTFORWARD_PROTOCOL,))
+            except ws.WebSocketError as exc:
+                self._protocol_error = exc
+                self.tls.abort()
+                return
+            rest = bytes(self._head[end + 4 :])
+            self._head = bytearray()
+            self.upgraded.set_result(rest)
+            return
+        # An error answer: wait for its whole body (a Kubernetes Status), then fail.
+        length = int(self._answer.headers.get("content-length", "-1") or -1)
+        if 0 <= length <= len(self._head) - end - 4:
+            self.tls.close()
+
+    def _fail_handshake(self, exc: Exception | None) -> None:
+        answer = self._answer
+        if answer is None or answer.status == 101:
+            reason = self._protocol_error or exc or "connection closed"
+            error: CockpitError = PortForwardError(f"port-forward to {self.what} failed: {reason}")
+        else:
+            body = bytes(self._head[self._head.find(b"\r\n\r\n") + 4 :])
+            message = _status_message(body, f"HTTP {answer.status} {answer.reason}")
+            if answer.status == 404:
+                error = NotFoundError(f"{message} (port-forward to {self.what})")
+            elif answer.status in (401, 403):
+                error = AccessDeniedError(message)
+            else:
+                error = PortForwardError(f"port-forward to {self.what} failed: {message}")
+        self.upgraded.set_exception(error)
+        self.upgraded.exception()  # retrieved here: nobody may be waiting any more
+
+    # -- frames --
+
+    def _on_data(self, chunk: memoryview, first: bool) -> None:
+        if first:
+            self._channel = chunk[0]
+            chunk = chunk[1:]
+        channel = self._channel
+        if channel > _ERROR:
+            return  # the server never sends these for a single port; ignore rather than die
+        left = self._prefix_left[channel]
+        if left:
+            take = min(left, len(chunk))
+            self._prefix_left[channel] = left - take
+            chunk = chunk[take:]
+        if not chunk:
+            return
+        if channel == _DATA:
+            self._pending.append(chunk)
+        elif len(self._error) < 4096:
+            self._error += chunk
+
+    def _on_control(self, opcode: int, payload: bytes) -> None:
+        if opcode == ws.OP_PING:
+            if not self._close_sent:
+                self.tls.write(ws.encode_frame(ws.OP_PONG, payload))
+        elif opcode == ws.OP_CLOSE:
+            if not self._close_sent:
+                self._close_sent = True
+                self.tls.write(ws.encode_frame(ws.OP_CLOSE, payload[:2]))
+            self.closing = True
+            self.tls.close()
+
+    def _end_error(self, exc: Exception | None) -> Exception | None:
+        if self._error:
+            text = self._error.decode("utf-8", "replace").strip()
+            return PortForwardError(f"{self.what}: {text}")
+        if self._protocol_error is not None:
+            return PortForwardError(f"{self.what}: {self._protocol_error}")
+        if exc is not None and not self._close_sent:
+            return PortForwardError(f"connection to the API server lost: {exc}")
+        return None
+
+    # -- sending --
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        if self.closing or self._local_eof:
+            return
+        size = len(data)
+        if size <= MAX_FRAME:
+            if size:
+                self.tls.write(ws.encode_frame(ws.OP_BINARY, data, prefix=_DATA_PREFIX))
+            return
+        view = memoryview(data)
+        for start in range(0, size, MAX_FRAME):
+            chunk = view[start : start + MAX_FRAME]
+            self.tls.write(ws.encode_frame(ws.OP_BINARY, chunk, prefix=_DATA_PREFIX))
+
+    def local_eof(self) -> None:
+        if self.closing or self._local_eof:
+            return
+        self._local_eof = True
+        self._last_rx = self.loop.time()
+        self._grace = self.loop.call_later(EOF_GRACE, self._check_grace)
+
+    def _check_grace(self) -> None:
+        quiet = self.loop.time() - self._last_rx
+        if quiet >= EOF_GRACE:
+            self._grace = None
+            self.close()
+        else:
+            self._grace = self.loop.call_later(EOF_GRACE - quiet, self._check_grace)
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        if not self._close_sent and self.tls is not None and not self.tls.is_closing():
+            self._close_sent = True
+            self.tls.write(ws.encode_frame(ws.OP_CLOSE, ws.close_payload()))
+        if self.tls is not None:
+            self.tls.close()
+
+
+async def connect_pod_port(
+    api: ApiServer,
+    namespace: str,
+    pod: str,
+    port: int,
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    *,
+    connect_timeout: float = 10.0,
+) -> tuple[PodPortTransport, asyncio.BaseProtocol]:
+    """Open a stream to ``pod``'s ``port`` and run ``protocol_factory()`` on it.
+
+    Raises NotFoundError (no such pod), AccessDeniedError, or PortForwardError (pod not
+    running, API server unreachable, timeout), each with one line.
+    """
+    what = f"pod '{pod}' port {port} in namespace '{namespace}'"
+    key = ws.new_key()
+    target = (
+        f"{api.base_path}/api/v1/namespaces/{quote(namespace, safe='')}"
+        f"/pods/{quote(pod, safe='')}/portforward?ports={port}"
+    )
+    loop = asyncio.get_running_loop()
+    headers = await api.headers()
+    conn: _PortForwardSocket | None = None
+    try:
+        async with asyncio.timeout(connect_timeout):
+            try:
+                tls, conn = await loop.create_connection(
+                    lambda: _PortForwardSocket(key, what),
+                    api.host,
+                    api.port,
+                    ssl=api.ssl,
+                    server_hostname=api.server_hostname if api.ssl else None,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise PortForwardError(
+                    f"cannot reach the API server at {api.authority}: {exc}"
+                ) from exc
+            tls.write(
+                ws.handshake_request(api.authority, target, key, (PORTFORWARD_PROTOCOL,), headers)
+            )
+            rest = await conn.upgraded
+    except TimeoutError:
+        if conn is not None:
+            conn.tls.abort()
+        raise PortForwardError(
+            f"port-forward to {what}: no answer within {connect_timeout:g} s"
+        ) from None
+    except BaseException:
+        if conn is not None and conn.tls is not None:
+            conn.tls.abort()
+        raise
+    tls.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+    transport = PodPortTransport(
+        conn, {"peername": (pod, port), "pod": pod, "namespace": namespace, "port": port}
+    )
+    protocol = protocol_factory()
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    if rest:
+        conn.data_received(rest)
+    return transport, protocol
+
+
+async def open_pod_stream(
+    api: ApiServer,
+    namespace: str,
+    pod: str,
+    port: int,
+    *,
+    limit: int = 256 * 1024,
+    connect_timeout: float = 10.0,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A StreamReader/StreamWriter pair to ``pod``'s ``port``, as ``asyncio.open_connection``."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await connect_pod_port(
+        api, namespace, pod, port, lambda: protocol, connect_timeout=connect_timeout
+    )
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+class PodTunnel:
+    """An asyncssh ``tunnel=`` that reaches a pod's port without any local listener:
+    ``asyncssh.connect("agent", 2222, tunnel=PodTunnel(api, "shop", "cockpit-agent-x"))``.
+    The host passed by asyncssh is only a label; ``port`` is the pod's port."""
+
+    def __init__(self, api: ApiServer, namespace: str, pod: str, *, timeout: float = 10.0) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.pod = pod
+        self.timeout = timeout
+
+    async def create_connection(
+        self, protocol_factory: Callable[[], asyncio.BaseProtocol], host: str, port: int
+    ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+        return await connect_pod_port(
+            self.api, self.namespace, self.pod, port, protocol_factory, connect_timeout=self.timeout
+        )
+
+    def __str__(self) -> str:
+        return f"port-forward to {self.namespace}/{self.pod}"
+
+
+# -- local listeners ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PodTarget:
+    """One port of one pod: where a forwarded connection goes."""
+
+    namespace: str
+    pod: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.pod}:{self.port}"
+
+
+class TargetPicker(Protocol):
+    """Chooses the pod for each new connection (the engine's service forward implements it)."""
+
+    async def pick(self, exclude: frozenset[str]) -> PodTarget:
+        """A ready pod not in ``exclude``; waits briefly for one, then raises NoReadyPodError."""
+        ...
+
+    def failed(self, target: PodTarget, error: CockpitError) -> None:
+        """Opening a stream to ``target`` failed: prefer another pod for a while."""
+        ...
+
+
+class FixedTarget:
+    """A picker that always answers the same pod (``kubectl port-forward pod/x`` style)."""
+
+    def __init__(self, target: PodTarget) -> None:
+        self.target = target
+
+    async def pick(self, exclude: frozenset[str]) -> PodTarget:
+        if self.target.pod in exclude:
+            raise NoReadyPodError(f"pod '{self.target.pod}' cannot be reached")
+        return self.target
+
+    def failed(self, target: PodTarget, error: CockpitError) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class ForwardStats:
+    """Counters of one listener, read by the engine when it publishes ForwardChanged."""
+
+    connections: int = 0  # open now
+    connections_total: int = 0
+    bytes_in: int = 0  # from the pod to local clients
+    bytes_out: int = 0  # from local clients to the pod
+    failed: int = 0  # connections that never reached a pod or ended with an error
+    last_error: str = ""
+    last_pod: str = ""  # the pod the latest connection reached
+
+
+_PORT_FALLBACK_ERRNOS = (errno.EADDRINUSE, errno.EACCES)  # taken, or < 1024 without root
+
+
+async def bind_loopback(
+    host: str, port: int, factory: Callable[[], asyncio.BaseProtocol]
+) -> asyncio.Server:
+    """Listen on ``host:port``; on a taken or privileged port use a free one on ``host``; on
+    a host this machine cannot bind (127.0.0.2 on macOS without an alias) use 127.0.0.1."""
+    loop = asyncio.get_running_loop()
+    hosts = [host] if host == "127.0.0.1" else [host, "127.0.0.1"]
+    last: OSError | None = None
+    for h in hosts:
+        for p in dict.fromkeys((port, 0)):
+            try:
+                return await loop.create_server(factory, h, p, backlog=512)
+            except OSError as exc:
+                last = exc
+                if exc.errno in _PORT_FALLBACK_ERRNOS and p != 0:
+                    continue  # try a free port on the same address
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    break  # try the next address
+                raise CockpitError(f"cannot listen on {h}:{p}: {exc.strerror}") from exc
+    raise CockpitError(f"cannot listen on {host}:{port}: {last}") from last
+
+
+class PortForwardListener:
+    """A local listener whose every connection is relayed to a pod the picker chooses.
+
+    A connection that cannot be opened to one pod (gone, not running) is retried on another
+    before any byte was exchanged, so a pod going away costs only the connections that were
+    open on it at that moment.
+    """
+
+    def __init__(
+        self,
+        api: ApiServer,
+        picker: TargetPicker,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        connect_timeout: float = 10.0,
+        attempts: int = 3,
+    ) -> None:
+        self.api = api
+        self.picker = picker
+        self.host = host
+        self.port = port
+        self.connect_timeout = connect_timeout
+        self.attempts = attempts
+        self.stats = ForwardStats()
+        self._server: asyncio.Server | None = None
+        self._relays: set[_Relay] = set()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound address (after ``start``)."""
+        if self._server is None:
+            return self.host, self.port
+        sockname = self._server.sockets[0].getsockname()
+        return str(sockname[0]), int(sockname[1])
+
+    async def start(self) -> tuple[str, int]:
+        self._server = await bind_loopback(self.host, self.port, lambda: _Relay(self))
+        return self.address
+
+    async def close(self) -> None:
+        """Stop listening and cut every open connection; safe to call twice."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for relay in list(self._relays):
+            relay.abort()
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+
+    def cut(self, pod: str) -> int:
+        """Abort the open connections to ``pod`` (it is going away); how many there were."""
+        cut = [r for r in self._relays if r.target is not None and r.target.pod == pod]
+        for relay in cut:
+            relay.abort()
+        return len(cut)
+
+
+class _Relay(asyncio.Protocol):
+    """One local connection and its stream to a pod: the local side's protocol."""
+
+    def __init__(self, listener: PortForwardListener) -> None:
+        self.listener = listener
+        self.stats = listener.stats
+        self.local: asyncio.Transport | None = None
+        self.remote: PodPortTransport | None = None
+        self.target: PodTarget | None = None
+        self.local_closed = False
+        self.local_eof = False
+        self.sent = 0  # bytes sent to the pod on this connection
+        self.received = 0
+        self.tried: set[str] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    # -- local side --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        local: asyncio.Transport = transport  # type: ignore[assignment]
+        self.local = local
+        local.pause_reading()  # nothing is read until a pod stream is open
+        local.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+        self.listener._relays.add(self)
+        self.stats.connections += 1
+        self.stats.connections_total += 1
+        self.task = asyncio.get_running_loop().create_task(self._connect())
+
+    def data_received(self, data: bytes) -> None:
+        self.sent += len(data)
+        self.stats.bytes_out += len(data)
+        assert self.remote is not None
+        self.remote.write(data)
+
+    def eof_received(self) -> bool:
+        self.local_eof = True
+        if self.remote is not None:
+            self.remote.write_eof()
+        return True  # keep our write side open for the answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.local_closed = True
+        self.listener._relays.discard(self)
+        self.stats.connections -= 1
+        if self.remote is not None:
+            self.remote.close()
+        elif self.task is not None:
+            self.task.cancel()
+
+    def pause_writing(self) -> None:
+        if self.remote is not None:
+            self.remote.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.remote is not None:
+            self.remote.resume_reading()
+
+    def abort(self) -> None:
+        if self.local is not None:
+            self.local.abort()
+        if self.remote is not None:
+            self.remote.abort()
+
+    # -- remote side --
+
+    async def _connect(self) -> None:
+        listener = self.listener
+        while not self.local_closed:
+            try:
+                target = await listener.picker.pick(frozenset(self.tried))
+            except CockpitError as exc:
+                self._fail(exc)
+                return
+            self.target = target
+            self.tried.add(target.pod)
+            try:
+                remote, _ = await connect_pod_port(
+                    listener.api,
+                    target.namespace,
+                    target.pod,
+                    target.port,
+                    lambda: _RemoteSide(self),
+                    connect_timeout=listener.connect_timeout,
+                )
+            except CockpitError as exc:
+                listener.picker.failed(target, exc)
+                if len(self.tried) >= listener.attempts:
+                    self._fail(exc)
+                    return
+                continue
+            if self.local_closed:
+                remote.close()
+                return
+            self.remote = remote
+            self.stats.last_pod = target.pod
+            assert self.local is not None
+            self.local.resume_reading()
+            return
+
+    def _fail(self, exc: CockpitError) -> None:
+        self.stats.failed += 1
+        self.stats.last_error = exc.one_line()
+        log.info("forward %s:%s: %s", self.listener.host, self.listener.port, exc.one_line())
+        if self.local is not None:
+            self.local.abort()
+
+    def remote_data(self, data: memoryview) -> None:
+        self.received += len(data)
+        self.stats.bytes_in += len(data)
+        assert self.local is not None
+        self.local.write(data)
+
+    def remote_eof(self) -> None:
+        if self.local is not None and not self.local_closed and self.local.can_write_eof():
+            self.local.write_eof()
+
+    def remote_lost(self, exc: Exception | None) -> None:
+        local = self.local
+        if exc is None:
+            if local is not None:
+                local.close()  # after the buffered answer is written
+            return
+        error = exc if isinstance(exc, CockpitError) else PortForwardError(str(exc))
+        if self.sent == 0 and self.received == 0 and not self.local_closed and self.target:
+            # Nothing crossed yet (the pod refused at once): quietly try another pod.
+            self.listener.picker.failed(self.target, error)
+            if len(self.tried) < self.listener.attempts:
+                self.remote = None
+                assert local is not None
+                local.pause_reading()
+                self.task = asyncio.get_running_loop().create_task(self._connect())
+                return
+        self._fail(error)
+
+
+class _RemoteSide(asyncio.Protocol):
+    """The pod side of a relay: hands everything to the relay."""
+
+    accepts_memoryview = True  # chunks go straight to the local socket, never kept
+
+    def __init__(self, relay: _Relay) -> None:
+        self.relay = relay
+
+    def data_received(self, data: bytes) -> None:
+        self.relay.remote_data(data)  # type: ignore[arg-type]
+
+    def eof_received(self) -> bool:
+        self.relay.remote_eof()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.remote_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.relay.local is not None:
+            self.relay.local.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.relay.local is not None and not self.relay.local_closed:
+            self.relay.local.resume_reading()
+
+
+# A Protocol for the engine: what it needs from this module.
+
+
+class PortForwarder(Protocol):
+    """Opens listeners and streams to pods; ``KubePortForwarder`` is the real one."""
+
+    async def listen(self, host: str, port: int, picker: TargetPicker) -> PortForwardListener:
+        """Bind a local listener (``port`` if free, else any) relaying to ``picker``'s pods."""
+        ...
+
+    async def open_stream(
+        self, namespace: str, pod: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A stream to one pod's port without a local listener."""
+        ...
+
+
+class KubePortForwarder:
+    """The real PortForwarder: everything through one ApiServer."""
+
+    def __init__(self, api: ApiServer, *, connect_timeout: float = 10.0) -> None:
+        self.api = api
+        self.connect_timeout = connect_timeout
+
+    async def listen(self, host: str, port: int, picker: TargetPicker) -> PortForwardListener:
+        listener = PortForwardListener(
+            self.api, picker, host=host, port=port, connect_timeout=self.connect_timeout
+        )
+        await listener.start()
+        return listener
+
+    async def open_stream(
+        self, namespace: str, pod: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await open_pod_stream(
+            self.api, namespace, pod, port, connect_timeout=self.connect_timeout
+        )
+
+
+__all__ = [
+    "EOF_GRACE",
+    "ApiServer",
+    "FixedTarget",
+    "ForwardStats",
+    "KubePortForwarder",
+    "NoReadyPodError",
+    "PodPortTransport",
+    "PodTarget",
+    "PodTunnel",
+    "PortForwardError",
+    "PortForwardListener",
+    "PortForwarder",
+    "TargetPicker",
+    "bind_loopback",
+    "connect_pod_port",
+    "open_pod_stream",
+]

@@ -1,0 +1,458 @@
+"""The agent's data path: one listener per intercepted Service port, and per connection (raw
+TCP) or per HTTP/1.1 request (h11) the choice between a session's reverse channel and the
+original pods behind the shadow Service. Every choice is a RouteTable lookup, so toggling an
+intercept changes the next request, with no Kubernetes write."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import h11
+
+from cockpit.core.intercept import RouteTable, sniff_http1
+
+log = logging.getLogger("cockpit.agent")
+
+CHUNK = 256 * 1024
+REPLAY_LIMIT = 1 << 20  # request bodies up to this size can be re-sent when a session drops
+
+
+class Reader(Protocol):
+    async def read(self, n: int = -1) -> bytes: ...
+
+    def at_eof(self) -> bool: ...
+
+
+class Writer(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def can_write_eof(self) -> bool: ...
+
+    def write_eof(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SessionLinks(Protocol):
+    """Opens a reverse channel to a session's local process (SSH forwarded-tcpip)."""
+
+    async def open_reverse(
+        self, session: str, service: str, port: int, peer: tuple[str, int]
+    ) -> tuple[Reader, Writer]: ...
+
+
+Origin = Callable[[str, int], tuple[str, int]]
+"""(service, port) -> address of the original pods: the shadow Service by name in-cluster."""
+
+
+class UpstreamError(Exception):
+    """Neither the session nor the original pods could be reached."""
+
+
+@dataclass(slots=True)
+class ServiceListeners:
+    service: str
+    ports: dict[int, int]  # service port -> agent port
+    servers: list[asyncio.Server] = field(default_factory=list)
+    closing: asyncio.Task[None] | None = None
+
+
+@dataclass(slots=True)
+class Upstream:
+    target: str | None  # session id, None = the original pods
+    reader: Reader
+    writer: Writer
+    conn: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+async def pipe(src: Reader, dst: Writer) -> bool:
+    """Copy until EOF and pass the EOF on; False when either side failed."""
+    try:
+        while data := await src.read(CHUNK):
+            dst.write(data)
+            await dst.drain()
+        if dst.can_write_eof():
+            dst.write_eof()
+        return True
+    except Exception as exc:  # a reset, a closed channel: the splice is over either way
+        log.debug("pipe ended: %r", exc)
+        return False
+
+
+async def splice(a: tuple[Reader, Writer], b: tuple[Reader, Writer]) -> None:
+    """Both directions until both end; a failure in one closes both."""
+    tasks = [asyncio.ensure_future(pipe(a[0], b[1])), asyncio.ensure_future(pipe(b[0], a[1]))]
+    try:
+        for done in asyncio.as_completed(tasks):
+            if not await done:
+                break
+    finally:
+        for t in tasks:
+            t.cancel()
+        a[1].close()
+        b[1].close()
+
+
+class Router:
+    """Listeners and routing for every Service the agent owns."""
+
+    def __init__(
+        self,
+        table: RouteTable,
+        links: SessionLinks,
+        origin: Origin,
+        bind: str = "0.0.0.0",
+        sniff_timeout: float = 0.3,
+        open_timeout: float = 2.0,
+    ) -> None:
+        self.table = table
+        self.links = links
+        self.origin = origin
+        self.bind = bind
+        self.sniff_timeout = sniff_timeout
+        self.open_timeout = open_timeout
+        self.services: dict[str, ServiceListeners] = {}
+        self.served: Counter[tuple[str, str]] = Counter()  # (service, "origin"|session) -> n
+        self._conns: set[asyncio.Task[None]] = set()
+
+    def ports_in_use(self) -> set[int]:
+        return {p for s in self.services.values() for p in s.ports.values()}
+
+    async def open(self, service: str, ports: dict[int, int]) -> None:
+        """Listen on ``ports`` (service port -> agent port) for ``service``; idempotent."""
+        current = self.services.get(service)
+        if current is not None:
+            if current.closing is not None:  # a drain in progress: keep listening after all
+                current.closing.cancel()
+                current.closing = None
+            if current.ports == ports:
+                return
+            await self.close(service, drain=0)
+        entry = ServiceListeners(service, dict(ports))
+        try:
+            for port, agent_port in ports.items():
+                server = await asyncio.start_server(
+                    functools.partial(self.handle, service, port),
+                    self.bind,
+                    agent_port,
+                    reuse_address=True,
+                )
+                entry.servers.append(server)
+        except OSError:
+            for s in entry.servers:
+                s.close()
+            raise
+        self.services[service] = entry
+        log.info("listening for %s on %s", service, ports)
+
+    async def close(self, service: str, drain: float) -> None:
+        """Stop listening for ``service`` after ``drain`` seconds (connections still arriving
+        while kube-proxy moves the Service away keep reaching the original pods)."""
+        entry = self.services.get(service)
+        if entry is None:
+            return
+        if drain > 0:
+            if entry.closing is None:
+                entry.closing = asyncio.create_task(self._close_later(service, entry, drain))
+            return
+        self._shut(service, entry)
+
+    async def _close_later(self, service: str, entry: ServiceListeners, drain: float) -> None:
+        await asyncio.sleep(drain)
+        if self.services.get(service) is entry:
+            self._shut(service, entry)
+
+    def _shut(self, service: str, entry: ServiceListeners) -> None:
+        for s in entry.servers:
+            s.close()
+        del self.services[service]
+        log.info("stopped listening for %s", service)
+
+    async def aclose(self) -> None:
+        for service in list(self.services):
+            self._shut(service, self.services[service])
+        for t in list(self._conns):
+            t.cancel()
+
+    # -------------------------------------------------------------------- connections
+
+    async def _connect(self, service: str, port: int, target: str | None,
+                       peer: tuple[str, int]) -> Upstream:  # fmt: skip
+        """A stream to ``target``; a session that cannot be reached falls back to the origin."""
+        if target is not None:
+            try:
+                r, w = await asyncio.wait_for(
+                    self.links.open_reverse(target, service, port, peer), self.open_timeout
+                )
+                return Upstream(target, r, w)
+            except Exception as exc:
+                log.info("session %s unreachable for %s (%r): original pods", target, service, exc)
+        host, oport = self.origin(service, port)
+        try:
+            r2, w2 = await asyncio.wait_for(asyncio.open_connection(host, oport), self.open_timeout)
+        except (OSError, TimeoutError) as exc:
+            raise UpstreamError(f"{host}:{oport}: {exc or type(exc).__name__}") from exc
+        return Upstream(None, r2, w2)
+
+    async def handle(self, service: str, port: int, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:  # fmt: skip
+        task = asyncio.current_task()
+        if task is not None:  # cancelled on shutdown
+            self._conns.add(task)
+            task.add_done_callback(self._conns.discard)
+        addr = writer.get_extra_info("peername") or ("", 0)
+        peer = (str(addr[0]), int(addr[1]))
+        try:
+            first = await self._sniff(reader)
+            if sniff_http1(first):
+                await HttpRouting(self, service, port, peer, reader, writer).run(first)
+            else:
+                await self._raw(service, port, peer, first, reader, writer)
+        except UpstreamError as exc:
+            log.warning("%s:%d: no upstream: %s", service, port, exc)
+        except Exception:
+            log.exception("%s:%d: connection failed", service, port)
+        finally:
+            writer.close()
+
+    async def _sniff(self, reader: asyncio.StreamReader) -> bytes:
+        """The first bytes, enough to tell HTTP/1.x; b"" when the client waits for the server
+        to speak first (then the connection is routed as raw TCP)."""
+        data = b""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.sniff_timeout
+        while sniff_http1(data) is None:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                chunk = await asyncio.wait_for(reader.read(CHUNK), left)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    async def _raw(self, service: str, port: int, peer: tuple[str, int], first: bytes,
+                   reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:  # fmt: skip
+        up = await self._connect(service, port, self.table.global_owner(service), peer)
+        self.served[service, up.target or "origin"] += 1
+        if first:
+            up.writer.write(first)
+        await splice((reader, writer), (up.reader, up.writer))
+
+
+class HttpRouting:
+    """One downstream HTTP/1.1 connection routed request by request."""
+
+    def __init__(self, router: Router, service: str, port: int, peer: tuple[str, int],
+                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:  # fmt: skip
+        self.router = router
+        self.service = service
+        self.port = port
+        self.peer = peer
+        self.reader = reader
+        self.writer = writer
+        self.down = h11.Connection(h11.SERVER)
+        self.pool: dict[str | None, Upstream] = {}
+
+    async def run(self, first: bytes) -> None:
+        self.down.receive_data(first)
+        try:
+            while True:
+                event = await self._next_down()
+                if not isinstance(event, h11.Request):
+                    return
+                if not await self._exchange(event):
+                    return
+                if self.down.our_state is not h11.DONE or self.down.their_state is not h11.DONE:
+                    return
+                self.down.start_next_cycle()
+        except h11.RemoteProtocolError as exc:
+            self._reply_error(exc.error_status_hint, "bad request")
+        finally:
+            for up in self.pool.values():
+                up.close()
+
+    async def _next_down(self) -> object:
+        """The next h11 event from the client; None when reading failed."""
+        while True:
+            event = self.down.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    data = await self.reader.read(CHUNK)
+                except OSError:
+                    return None
+                self.down.receive_data(data)
+                continue
+            return event
+
+    async def _upstream(self, target: str | None) -> Upstream:
+        up = self.pool.get(target)
+        if up is not None and (up.reader.at_eof() or up.conn.our_state is not h11.IDLE):
+            up.close()  # the far side closed its keep-alive connection meanwhile
+            del self.pool[target]
+            up = None
+        if up is None:
+            up = await self.router._connect(self.service, self.port, target, self.peer)
+            old = self.pool.pop(up.target, None)
+            if old is not None:
+                old.close()
+            self.pool[up.target] = up
+        return up
+
+    async def _exchange(self, request: h11.Request) -> bool:
+        """Forward one request and its answer; False when the downstream must close."""
+        target = self.router.table.route_request(self.service, request.headers)
+        if self.down.they_are_waiting_for_100_continue:
+            self.writer.write(
+                self.down.send(h11.InformationalResponse(status_code=100, headers=[]))
+            )
+        head = h11.Request(
+            method=request.method,
+            target=request.target,
+            headers=[(n, v) for n, v in request.headers.raw_items() if n.lower() != b"expect"],
+        )
+        body: list[bytes] = []
+        body_size = 0
+        complete = False
+        up = await self._upstream(target)
+        try:
+            up.writer.write(up.conn.send(head))
+            while not complete:
+                event = await self._next_down()
+                if isinstance(event, h11.Data):
+                    data = bytes(event.data)
+                    body_size += len(data)
+                    if body_size <= REPLAY_LIMIT:
+                        body.append(data)
+                    up.writer.write(up.conn.send(h11.Data(data=data)))
+                    await up.writer.drain()
+                elif isinstance(event, h11.EndOfMessage):
+                    up.writer.write(up.conn.send(event))
+                    complete = True
+                else:
+                    return False  # the client went away mid-request
+            await up.writer.drain()
+            answered = await self._answer(up)
+        except h11.RemoteProtocolError:
+            raise
+        except Exception as exc:
+            log.info("%s: upstream %s failed before answering: %r", self.service, up.target, exc)
+            answered = None
+        if answered is None:
+            # Nothing reached the client yet: send the request once more on a fresh
+            # connection, decided anew (a session that dropped has no claims any more).
+            self.pool.pop(up.target, None)
+            up.close()
+            if not complete or body_size > REPLAY_LIMIT:
+                self._reply_error(502, f"upstream {up.target or 'origin'} failed")
+                return False
+            up = await self._upstream(self.router.table.route_request(self.service, head.headers))
+            try:
+                up.writer.write(up.conn.send(head))
+                for chunk in body:
+                    up.writer.write(up.conn.send(h11.Data(data=chunk)))
+                up.writer.write(up.conn.send(h11.EndOfMessage()))
+                await up.writer.drain()
+                answered = await self._answer(up)
+            except Exception as exc:
+                log.info("%s: retry on the original pods failed: %r", self.service, exc)
+                answered = None
+            if answered is None:
+                self.pool.pop(up.target, None)
+                up.close()
+                self._reply_error(502, "upstream failed")
+                return False
+        self.router.served[self.service, up.target or "origin"] += 1
+        if up.conn.our_state is h11.DONE and up.conn.their_state is h11.DONE:
+            up.conn.start_next_cycle()
+        else:
+            self.pool.pop(up.target, None)
+            up.close()
+        return answered
+
+    async def _answer(self, up: Upstream) -> bool | None:
+        """Relay the upstream's response. None: it failed before sending anything (retryable);
+        otherwise whether the downstream connection may continue."""
+        started = False
+        while True:
+            event = up.conn.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    data = await up.reader.read(CHUNK)
+                except Exception:
+                    if not started:
+                        return None
+                    raise
+                if not data and not started:
+                    return None
+                up.conn.receive_data(data)
+                continue
+            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                if not started:
+                    return None
+                return False
+            if isinstance(event, h11.InformationalResponse | h11.Response):
+                started = True
+                out = type(event)(
+                    status_code=event.status_code,
+                    headers=list(event.headers.raw_items()),
+                    reason=event.reason,
+                )
+                self.writer.write(self.down.send(out))
+                if event.status_code == 101:
+                    await self._switch_protocols(up)
+                    return False
+            elif isinstance(event, h11.Data):
+                self.writer.write(self.down.send(h11.Data(data=bytes(event.data))))
+                await self.writer.drain()
+            elif isinstance(event, h11.EndOfMessage):
+                self.writer.write(self.down.send(event))
+                await self.writer.drain()
+                return True
+
+    async def _switch_protocols(self, up: Upstream) -> None:
+        """After a 101 (WebSocket and friends) both sides speak something else: splice."""
+        leftover_down, _ = self.down.trailing_data
+        leftover_up, _ = up.conn.trailing_data
+        if leftover_down:
+            up.writer.write(leftover_down)
+        if leftover_up:
+            self.writer.write(leftover_up)
+        self.pool.pop(up.target, None)
+        await splice((self.reader, self.writer), (up.reader, up.writer))
+
+    def _reply_error(self, status: int, reason: str) -> None:
+        if self.down.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = f"cockpit agent: {reason}\n".encode()
+        with contextlib.suppress(h11.LocalProtocolError):
+            self.writer.write(
+                self.down.send(
+                    h11.Response(
+                        status_code=status,
+                        headers=[
+                            ("content-type", "text/plain"),
+                            ("content-length", str(len(body))),
+                            ("connection", "close"),
+                        ],
+                    )
+                )
+                + self.down.send(h11.Data(data=body))
+                + self.down.send(h11.EndOfMessage())
+            )

@@ -1,0 +1,436 @@
+"""The agent program on 127.0.0.1 with real asyncssh clients: authentication and host-key
+pinning, global and personal routing (per request, on shared keep-alive connections),
+overlap refusal, outbound channels, and crash safety (drop, half-open, grace, idle TTL)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncssh
+import pytest
+
+from cockpit.adapters.ssh import AgentLink, new_client_key, public_openssh
+from cockpit.core.intercept import ServicePort, intercept_patch, intercept_record
+from cockpit.errors import InterceptError, TunnelError
+from tests.agent.conftest import AgentFactory, App, Harness, Http, RecordingCluster, who
+
+PORTS = [ServicePort(8080, "TCP", 8080)]
+ME = {"baggage": "cockpit-session=me"}
+YOU = {"baggage": "cockpit-session=you"}
+
+
+async def intercept(h: Harness, session: str, local: App, mode: str | None = "global") -> AgentLink:
+    link = await h.link(session)
+    await link.hello()
+    await link.reserve("store", PORTS)
+    await link.expose("store", 8080, "127.0.0.1", local.port)
+    if mode is not None:
+        await link.route("store", mode, True)  # type: ignore[arg-type]
+    return link
+
+
+def agent_port(h: Harness) -> int:
+    return h.agent.router.services["store"].ports[8080]
+
+
+# ------------------------------------------------------------------------ authentication
+
+
+async def test_a_registered_session_key_is_accepted(make_agent: AgentFactory) -> None:
+    h = await make_agent()
+    link = await h.link("me")
+    hello = await link.hello()
+    assert hello["pod"] == "agent-0"
+    assert hello["protocol"] == 1
+    await link.aclose()
+
+
+async def test_a_foreign_key_is_refused(make_agent: AgentFactory) -> None:
+    h = await make_agent()
+    h.cluster.keys["me"] = public_openssh(new_client_key())  # someone else's key
+    with pytest.raises(TunnelError, match="refused session me's key"):
+        await AgentLink.connect(
+            session="me", client_key=new_client_key(), host_key=h.host_key, port=h.agent.ssh_port
+        )
+    assert h.agent.conns == {}
+
+
+async def test_an_unregistered_session_is_refused(make_agent: AgentFactory) -> None:
+    h = await make_agent()
+    with pytest.raises(TunnelError, match="refused"):
+        await AgentLink.connect(
+            session="ghost", client_key=new_client_key(), host_key=h.host_key, port=h.agent.ssh_port
+        )
+
+
+async def test_a_host_key_other_than_the_published_one_is_refused(make_agent: AgentFactory) -> None:
+    h = await make_agent()
+    key = new_client_key()
+    h.cluster.keys["me"] = public_openssh(key)
+    impostor = public_openssh(asyncssh.generate_private_key("ssh-ed25519"))
+    with pytest.raises(TunnelError, match="host key does not match"):
+        await AgentLink.connect(
+            session="me", client_key=key, host_key=impostor, port=h.agent.ssh_port
+        )
+
+
+async def test_the_agent_serves_no_shell(make_agent: AgentFactory) -> None:
+    h = await make_agent()
+    link = await h.link("me")
+    result = await link.conn.run("id", check=False)
+    assert result.exit_status == 1
+    assert "only the 'cockpit' subsystem" in str(result.stderr)
+    await link.aclose()
+
+
+# ------------------------------------------------------------------------------- routing
+
+
+async def test_global_intercept_on_and_off(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    h = await make_agent()
+    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+    link = await intercept(h, "me", local, mode=None)
+    port = agent_port(h)
+    assert await who(port) == "cluster/store-origin"
+    await link.route("store", "global", True)
+    assert await who(port) == "local/laptop"
+    await link.route("store", "global", False)
+    assert await who(port) == "cluster/store-origin"
+    await link.aclose()
+
+
+async def test_toggling_affects_an_open_keep_alive_connection(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    h = await make_agent()
+    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+    link = await intercept(h, "me", local, mode=None)
+    client = Http(agent_port(h))
+    assert await client.who() == "cluster/store-origin"
+    await link.route("store", "global", True)
+    assert await client.who() == "local/laptop"
+    await link.route("store", "global", False)
+    assert await client.who() == "cluster/store-origin"
+    client.close()
+    await link.aclose()
+
+
+async def test_two_personal_intercepts_and_plain_traffic_share_one_connection(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    h = await make_agent()
+    mine = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="my-laptop")
+    yours = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="your-laptop")
+    me = await intercept(h, "me", mine, mode="personal")
+    you = await intercept(h, "you", yours, mode="personal")
+    client = Http(agent_port(h))
+    for _ in range(3):
+        assert await client.who(ME) == "local/my-laptop"
+        assert await client.who() == "cluster/store-origin"
+        assert await client.who(YOU) == "local/your-laptop"
+        assert (
+            await client.who({"baggage": "user=7, cockpit-session=you;x=1"}) == "local/your-laptop"
+        )
+    status = await me.status()
+    assert status["served"] == {
+        "store/me": 3,
+        "store/origin": 3,
+        "store/you": 6,
+    }
+    client.close()
+    await me.aclose()
+    await you.aclose()
+
+
+async def test_bodies_and_large_answers_pass_intact(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    h = await make_agent()
+    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+    link = await intercept(h, "me", local, mode="personal")
+    client = Http(agent_port(h))
+    body = bytes(range(256)) * 4096  # 1 MiB
+    for headers in (ME, {}):
+        status, answer = await client.request("/echo", headers, method="POST", body=body)
+        assert status == 200
+        assert json.loads(answer)["sha256"] == hashlib.sha256(body).hexdigest()
+        status, data = await client.request("/bytes?n=3000000", headers)
+        assert status == 200
+        assert len(data) == 3_000_000
+        assert data[:512] == bytes(range(256)) * 2
+    client.close()
+    await link.aclose()
+
+
+async def test_overlapping_claims_are_refused_with_a_clear_message(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    h = await make_agent()
+    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+    me = await intercept(h, "me", local, mode="global")
+    you = await intercept(h, "you", local, mode=None)
+    with pytest.raises(InterceptError, match="held by a global intercept of session me"):
+        await you.route("store", "personal", True)
+    with pytest.raises(InterceptError, match="held by a global intercept of session me"):
+        await you.route("store", "global", True)
+    await me.route("store", "personal", True)
+    with pytest.raises(InterceptError, match="cockpit-session=me"):
+        await you.route("store", "personal", True, value="cockpit-session=me")
+    assert (await me.status())["routes"] == {
+        "store": [
+            {
+                "session": "me",
+                "mode": "personal",
+                "header": "baggage",
+                "value": "cockpit-session=me",
+            }
+        ]
+    }
+    await me.aclose()
+    await you.aclose()
+
+
+async def test_route_needs_a_reservation(make_agent: AgentFactory) -> None:
+    h = await make_agent()
+    link = await h.link("me")
+    with pytest.raises(InterceptError, match="has not reserved service 'store'"):
+        await link.route("store", "global", True)
+    await link.aclose()
+
+
+async def test_a_session_whose_local_process_is_down_falls_back_to_the_original_pods(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    h = await make_agent()
+    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+    link = await intercept(h, "me", local, mode="global")
+    local.stop()
+    assert await who(agent_port(h)) == "cluster/store-origin"
+    await link.aclose()
+
+
+async def test_raw_tcp_is_routed_per_connection(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    """A client that waits for the server to speak first gets a plain TCP splice."""
+    h = await make_agent()
+    echo_server = await asyncio.start_server(_greeter(b"local\n"), "127.0.0.1", 0)
+    local_port = echo_server.sockets[0].getsockname()[1]
+    link = await h.link("me")
+    await link.reserve("store", PORTS)
+    await link.expose("store", 8080, "127.0.0.1", local_port)
+    await link.route("store", "global", True)
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent_port(h))
+    assert await asyncio.wait_for(reader.readline(), 5) == b"local\n"
+    writer.close()
+    echo_server.close()
+    await link.aclose()
+
+
+def _greeter(text: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(text)
+        await writer.drain()
+        writer.close()
+
+    return greet
+
+
+# ------------------------------------------------------------------------------ outbound
+
+
+async def test_outbound_direct_channel_reaches_a_cluster_address(make_agent: AgentFactory) -> None:
+    h = await make_agent()
+    link = await h.link("me")
+    reader, writer = await link.open_direct("127.0.0.1", h.origin.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: store\r\nConnection: close\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 5)
+    assert answer.startswith(b"HTTP/1.1 200")
+    with pytest.raises(TunnelError, match=r"cannot reach 127\.0\.0\.1:1"):
+        await link.open_direct("127.0.0.1", 1)
+    await link.aclose()
+
+
+# -------------------------------------------------------------------------- crash safety
+
+
+async def test_a_dropped_session_is_routed_back_at_once_and_restored_after_grace(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    h = await make_agent(grace=0.6, drain=0.2)
+    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+    link = await intercept(h, "me", local)
+    port = agent_port(h)
+    assert await who(port) == "local/laptop"
+    link.abort()
+    await asyncio.sleep(0.05)
+    assert await who(port) == "cluster/store-origin"
+    assert h.cluster.restored == []
+    await _until(lambda: h.cluster.restored == ["store"], 3)
+    assert h.cluster.forgotten == ["me"]
+    await _until(lambda: "store" not in h.agent.router.services, 2)
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_a_session_back_within_grace_keeps_its_service(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    h = await make_agent(grace=1.0)
+    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+    link = await intercept(h, "me", local)
+    link.abort()
+    await asyncio.sleep(0.3)
+    again = await _relink(h, "me", local)
+    await asyncio.sleep(1.2)
+    assert h.cluster.restored == []
+    assert await who(agent_port(h)) == "local/laptop"
+    await again.aclose()
+
+
+async def _relink(h: Harness, session: str, local: App) -> AgentLink:
+    link = await h.link(session)  # a new key for the same session: the client restarted
+    await link.reserve("store", PORTS)
+    await link.expose("store", 8080, "127.0.0.1", local.port)
+    await link.route("store", "global", True)
+    return link
+
+
+async def test_release_by_the_last_session_restores_at_once(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    h = await make_agent()
+    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+    me = await intercept(h, "me", local, mode="personal")
+    you = await intercept(h, "you", local, mode="personal")
+    assert await me.release("store") is False
+    assert h.cluster.restored == []
+    assert await you.release("store") is True
+    assert h.cluster.restored == ["store"]
+    await me.aclose()
+    await you.aclose()
+
+
+async def test_a_failed_restore_is_retried(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    cluster = RecordingCluster(restore_fails=True)
+    h = await make_agent(cluster, grace=0.2)
+    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+    link = await intercept(h, "me", local)
+    link.abort()
+    await asyncio.sleep(0.5)
+    assert "store" in h.agent.router.services  # still routing to the original pods
+    assert await who(agent_port(h)) == "cluster/store-origin"
+    cluster.restore_fails = False
+    h.agent._retry_at.clear()
+    await _until(lambda: cluster.restored == ["store"], 2)
+
+
+async def test_a_half_open_session_is_detected_by_keepalives(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    """The client stops answering (SIGSTOP, laptop lid) but its TCP connection stays up."""
+    h = await make_agent(keepalive=0.3, keepalive_count=2)
+    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+    freezer = await Freezer.start(h.agent.ssh_port)
+    key = new_client_key()
+    h.cluster.keys["me"] = public_openssh(key)
+    link = await AgentLink.connect(
+        session="me", client_key=key, host_key=h.host_key, port=freezer.port, keepalive=30
+    )
+    await link.reserve("store", PORTS)
+    await link.expose("store", 8080, "127.0.0.1", local.port)
+    await link.route("store", "global", True)
+    port = agent_port(h)
+    assert await who(port) == "local/laptop"
+    freezer.thawed.clear()
+    t0 = time.monotonic()
+    await _until(lambda: "me" not in h.agent.conns, 5)
+    detected = time.monotonic() - t0
+    assert detected < 0.3 * (2 + 1) + 0.6, detected
+    assert await who(port) == "cluster/store-origin"
+    freezer.close()
+    link.abort()
+
+
+async def test_the_idle_agent_deletes_itself(make_agent: AgentFactory) -> None:
+    h = await make_agent(idle_ttl=0.3)
+    link = await h.link("me")
+    await asyncio.sleep(0.5)
+    assert h.cluster.deleted_self == 0  # a connected session keeps it alive
+    await link.aclose()
+    await _until(lambda: h.cluster.deleted_self == 1, 2)
+
+
+async def test_services_found_at_start_are_served_and_restored_if_nobody_comes_back(
+    make_agent: AgentFactory,
+) -> None:
+    svc = {
+        "metadata": {"name": "store", "namespace": "shop", "resourceVersion": "1"},
+        "spec": {"selector": {"app": "store"}, "ports": [{"port": 8080, "targetPort": "http"}]},
+    }
+    record = intercept_record(svc, {8080: 20042})
+    annotated = {"metadata": {"name": "store", "annotations": {}}, "spec": {}}
+    for op in intercept_patch(svc, record):
+        if op["path"].startswith("/metadata/annotations/"):
+            annotated["metadata"]["annotations"]["cockpit.dev/intercept"] = op["value"]
+    cluster = RecordingCluster(owned=[annotated])
+    h = await make_agent(cluster, grace=0.5)
+    assert h.agent.router.services["store"].ports == {8080: 20042}
+    assert await who(20042) == "cluster/store-origin"
+    await _until(lambda: cluster.restored == ["store"], 2)
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+async def _until(check: Callable[[], bool], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+class Freezer:
+    """A TCP relay that can stop relaying without closing anything: a half-open link."""
+
+    def __init__(self) -> None:
+        self.thawed = asyncio.Event()
+        self.thawed.set()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.target = 0
+
+    @classmethod
+    async def start(cls, target: int) -> Freezer:
+        self = cls()
+        self.target = target
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    await self.thawed.wait()
+                    dst.write(data)
+                    await dst.drain()
+
+        await asyncio.gather(pump(reader, up_w), pump(up_r, writer))
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()

@@ -302,7 +302,8 @@ def _digest_of(paths: list[Path]) -> str:
 
 
 def build_images() -> list[Path]:
-    """pause, a Debian python3 base, and the demo shop app; rebuilt only when inputs change."""
+    """pause, a Debian python3 base, the demo shop app and the cockpit agent; rebuilt only when
+    inputs change."""
     IMAGES.mkdir(parents=True, exist_ok=True)
     built: list[Path] = []
 
@@ -418,7 +419,115 @@ def build_images() -> list[Path]:
             )
             shutil.rmtree(work)
         built.append(shop)
+    if (REPO / "cockpit/agent").exists():
+        built.append(_agent_image(base_layer))
     return built
+
+
+# bookworm's glibc is 2.36: any manylinux wheel up to that runs in the base image.
+AGENT_PLATFORMS = (
+    "manylinux_2_36_x86_64",
+    "manylinux_2_34_x86_64",
+    "manylinux_2_28_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+)
+
+
+def _agent_image(base_layer: Path) -> Path:
+    """cockpit/agent:dev = the python base + the agent's wheels (pip --target, for bookworm's
+    Python 3.11) + the cockpit package's core and agent (the only parts the agent imports)."""
+    pkg = REPO / "cockpit"
+    sources = sorted(
+        [
+            pkg / "__init__.py",
+            pkg / "errors.py",
+            *(pkg / "core").glob("*.py"),
+            *(pkg / "agent").glob("*.py"),
+        ]
+    )
+    requirements = pkg / "agent/requirements.txt"
+    out = IMAGES / f"agent-{_digest_of([requirements, *sources])}.tar"
+    if out.exists():
+        return out
+    for old in IMAGES.glob("agent-*.tar"):
+        old.unlink()
+    log("building the cockpit agent image")
+    work = IMAGES / "agent-build"
+    shutil.rmtree(work, ignore_errors=True)
+    site = work / "root/opt/cockpit/site"
+    site.mkdir(parents=True)
+    platforms = [arg for p in AGENT_PLATFORMS for arg in ("--platform", p)]
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            "--only-binary=:all:",
+            *platforms,
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            "--no-compile",
+            "-r",
+            str(requirements),
+        ]
+    )
+    for src in sources:
+        dest = site / src.relative_to(pkg.parent)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest)
+    # Bytecode compiled once here (3.11 magic, hash-checked so mtimes do not matter): the
+    # agent's root filesystem is read-only, and a cold start should not compile asyncssh.
+    run(
+        [
+            sys.executable,
+            "-m",
+            "compileall",
+            "-q",
+            "--invalidation-mode",
+            "unchecked-hash",
+            str(site),
+        ],
+        check=False,
+    )
+    run(
+        [
+            "tar",
+            "-C",
+            str(work / "root"),
+            "--numeric-owner",
+            "--owner=0",
+            "--group=0",
+            "-cf",
+            str(work / "layer.tar"),
+            ".",
+        ]
+    )
+    docker_archive(
+        out,
+        "cockpit/agent:dev",
+        [base_layer, work / "layer.tar"],
+        {
+            "Cmd": ["python3", "-m", "cockpit.agent"],
+            "WorkingDir": "/",
+            "Env": [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "PYTHONPATH=/opt/cockpit/site",
+                "PYTHONUNBUFFERED=1",
+                "PYTHONDONTWRITEBYTECODE=1",
+            ],
+            "User": "65532:65532",
+        },
+    )
+    shutil.rmtree(work)
+    return out
 
 
 def import_images(paths: list[Path]) -> None:

@@ -1,0 +1,125 @@
+"""One-line panes: the status bar (where the session runs and how its connections are) and the
+compact summary of forwards and sync that replaces their tables on small terminals."""
+
+from __future__ import annotations
+
+import time
+
+from rich.style import Style
+from rich.text import Text
+from textual.widgets import Static
+
+from cockpit.core.events import Level
+from cockpit.ui import humanize
+from cockpit.ui.palette import Palette
+from cockpit.ui.session_view import SessionView
+
+# The connections the status bar always names, in this order (others follow by name).
+KNOWN_CONNECTIONS = ("api", "agent", "tunnel")
+
+
+def connection_cell(name: str, state: str, palette: Palette, *, short: bool) -> Text:
+    if state == "connected":
+        glyph, style = "●", palette.ok
+    elif state.startswith("failed") or state == "disconnected":
+        glyph, style = "✖", palette.bad
+    else:
+        glyph, style = "◌", palette.warn
+    text = Text(f"{name} ", style=palette.muted)
+    text.append(glyph, style=style)
+    if not short or state != "connected":
+        text.append(f" {state}", style=style)
+    return text
+
+
+class StatusBar(Static):
+    """Context, namespace, session and the state of the API, agent and tunnel connections."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("", id=id, markup=False)
+        self._fallback: dict[str, str] = {}
+
+    def set_fallback(self, info: dict[str, str]) -> None:
+        """Context/namespace/session known before the engine says (from the command line)."""
+        self._fallback = dict(info)
+
+    def refresh_from(self, view: SessionView, palette: Palette, *, wide: bool) -> None:
+        info = view.info
+        context = (info.context if info else "") or self._fallback.get("context", "")
+        namespace = (info.namespace if info else "") or self._fallback.get("namespace", "")
+        session = (info.session_id if info else "") or self._fallback.get("session", "")
+        service = (info.service if info else "") or self._fallback.get("service", "")
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(" cockpit ", style=palette.primary + Style(bold=True))
+        text.append("⎈ ", style=palette.muted)
+        text.append(context or "…", style=palette.bold)
+        text.append("/", style=palette.muted)
+        text.append(namespace or "…", style=palette.bold)
+        if service:
+            text.append("  local ", style=palette.muted)
+            text.append(service, style=palette.accent)
+        if session:
+            text.append("  session ", style=palette.muted)
+            text.append(session[:8] if not wide else session)
+        names = [name for name in KNOWN_CONNECTIONS if name in view.connections]
+        names += sorted(name for name in view.connections if name not in KNOWN_CONNECTIONS)
+        for name in names or ["api", "agent"]:
+            text.append("  ")
+            state = view.connections.get(name, "connecting")
+            text.append_text(connection_cell(name, state, palette, short=not wide))
+        notice = _latest_notice(view)
+        if notice is not None:
+            style = palette.bad if notice[1] >= Level.ERROR else palette.muted
+            text.append("  │ ", style=palette.muted)
+            text.append(notice[0], style=style)
+        self.update(text)
+
+
+def _latest_notice(view: SessionView) -> tuple[str, Level] | None:
+    if not view.notices:
+        return None
+    notice = next(reversed(view.notices.values()))
+    return notice.text, notice.level
+
+
+class SessionSummary(Static):
+    """Forwards and sync in one line, for terminals too small for their tables."""
+
+    clock = staticmethod(time.time)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("", id=id, markup=False)
+
+    def refresh_from(self, view: SessionView, palette: Palette, *, wide: bool) -> None:
+        text = Text(no_wrap=True, overflow="ellipsis")
+        forwards = list(view.forwards.values())
+        failed = [f for f in forwards if f.state.startswith("failed")]
+        listening = sum(1 for f in forwards if f.state == "listening")
+        text.append(" ⇄ ", style=palette.primary)
+        if not forwards:
+            text.append("no forwards", style=palette.muted)
+        else:
+            text.append(f"{len(forwards)} forwards ")
+            text.append(f"{listening} up", style=palette.ok if listening else palette.muted)
+            if failed:
+                text.append(f" {len(failed)} failed", style=palette.bad)
+            connections = sum(f.connections for f in forwards)
+            if connections:
+                text.append(f" {connections} conn", style=palette.muted)
+        now = self.clock()
+        for sync in view.syncs.values():
+            text.append("   ⟳ ", style=palette.primary)
+            text.append(f"{sync.name} ")
+            style = (
+                palette.bad
+                if sync.state == "failed"
+                else palette.warn
+                if sync.state in ("syncing", "pending")
+                else palette.ok
+            )
+            text.append(sync.state, style=style)
+            if sync.pending:
+                text.append(f" {sync.pending} pending", style=palette.warn)
+            if sync.last_sync is not None:
+                text.append(f" {humanize.ago(sync.last_sync, now)} ago", style=palette.muted)
+        self.update(text)

@@ -1,0 +1,271 @@
+"""The Engine: one hybrid session behind the EngineFacade (for now, its local service)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from cockpit.adapters.protocols import ProcessFactory
+from cockpit.core.alerts import AlertRules
+from cockpit.core.commands import (
+    Command,
+    Quit,
+    Restart,
+    SetFilter,
+    ToggleForward,
+    ToggleIntercept,
+)
+from cockpit.core.config import CockpitConfig
+from cockpit.core.events import (
+    CommandResult,
+    Event,
+    Level,
+    LogBatch,
+    LogLine,
+    Notice,
+    SessionInfo,
+    SourceKind,
+)
+from cockpit.core.logring import LogRing
+from cockpit.core.pipeline import LogPipeline
+from cockpit.core.query import Query, QueryError, parse_query
+from cockpit.core.state import SessionState, reduce
+from cockpit.engine.batcher import FLUSH_INTERVAL_SECONDS, MAX_BATCH_LINES, LogBatcher
+from cockpit.engine.bus import EventBus, Subscription
+from cockpit.engine.supervisor import LocalSupervisor
+from cockpit.errors import CockpitError
+
+COCKPIT_SOURCE = "cockpit"
+NO_CLUSTER_YET = "cockpit does not connect to the cluster yet; only the local service runs"
+
+
+def session_environment(
+    base: Mapping[str, str], service_env: Mapping[str, str], *, session_id: str, service: str
+) -> dict[str, str]:
+    """The local process's environment: cockpit's own, its session markers, then cockpit.yaml's."""
+    env = dict(base)
+    # Output reaches cockpit through a pipe; an unbuffered Python shows each line as it happens.
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(COCKPIT_SESSION=session_id, COCKPIT_SERVICE=service, COCKPIT_LOCAL="1")
+    env.update(service_env)
+    return env
+
+
+class Engine:
+    """A running session: supervises the local service and publishes what happens.
+
+    Everything a consumer sees comes through ``events()``; ``state`` is the same stream
+    folded by ``cockpit.core.state.reduce``, for a consumer that starts late. Commands go
+    through ``submit`` and are answered with a ``CommandResult`` (also published).
+    """
+
+    def __init__(
+        self,
+        config: CockpitConfig,
+        service: str,
+        *,
+        process_factory: ProcessFactory,
+        base_env: Mapping[str, str],
+        context: str = "",
+        namespace: str = "",
+        session_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+        flush_interval: float = FLUSH_INTERVAL_SECONDS,
+        batch_lines: int = MAX_BATCH_LINES,
+        ring: LogRing | None = None,
+        subscriber_max_events: int = 1_000,
+        subscriber_max_lines: int = 20_000,
+    ) -> None:
+        local = config.local_service(service)  # a ConfigError names the file and line
+        self.config = config
+        self.service = service
+        self.session_id = session_id or secrets.token_hex(4)
+        self.context = context
+        self.namespace = namespace or config.namespace or "default"
+        self._clock = clock
+        self._ring = ring or LogRing()
+        self._pipeline = LogPipeline(self._ring, AlertRules())
+        self._bus = EventBus(
+            max_events=subscriber_max_events,
+            max_lines=subscriber_max_lines,
+            max_batch_lines=batch_lines,
+        )
+        self._batcher = LogBatcher(
+            self._publish_now,
+            lambda: self._ring.dropped,
+            interval=flush_interval,
+            max_lines=batch_lines,
+        )
+        self._state = SessionState()
+        self._filter = Query("")  # matches every line
+        self._commands: set[asyncio.Task[CommandResult]] = set()
+        self._started = False
+        self._stopping: asyncio.Task[None] | None = None
+        self.quit_requested = asyncio.Event()
+        cwd = os.path.join(config.base_dir, local.cwd)
+        env = session_environment(base_env, local.env, session_id=self.session_id, service=service)
+        self._supervisor = LocalSupervisor(
+            service, local, cwd=cwd, env=env, factory=process_factory, bus=self
+        )
+
+    # -- the facade ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def ring(self) -> LogRing:
+        """Every line kept so far (a consumer that fell behind re-reads from here)."""
+        return self._ring
+
+    @property
+    def filter(self) -> Query:
+        """The log filter last set with ``SetFilter``."""
+        return self._filter
+
+    def events(self) -> Subscription:
+        """Every event published from now on, until the engine stops."""
+        return self._bus.subscribe()
+
+    async def start(self) -> None:
+        """Start the session; raises a CockpitError (after cleaning up) if the local service
+        cannot be started."""
+        if self._started:
+            return
+        self._started = True
+        self.publish(SessionInfo(self.session_id, self.context, self.namespace, self.service))
+        self._batcher.start()
+        try:
+            await self._supervisor.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop everything the session started; safe to call twice, shielded from cancellation."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._teardown())
+        await asyncio.shield(self._stopping)
+
+    async def submit(self, command: Command) -> CommandResult:
+        if self._stopping is not None or not self._started:
+            result = self._result(command, False, "the session is not running")
+        else:
+            task = asyncio.create_task(self._execute(command), name=f"command {command.name}")
+            self._commands.add(task)
+            task.add_done_callback(self._commands.discard)
+            try:
+                result = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise  # the caller was cancelled: the command goes on
+                result = self._result(command, False, "cancelled: the session is stopping")
+        self.publish(result)
+        return result
+
+    # -- SessionBus (what the supervisor uses) ------------------------------------------------
+
+    def now(self) -> float:
+        return self._clock()
+
+    def publish(self, event: Event) -> None:
+        if not isinstance(event, LogBatch):
+            self._batcher.flush()  # lines written before an event are seen before it
+        self._publish_now(event)
+
+    def _publish_now(self, event: Event) -> None:
+        self._state = reduce(self._state, event)
+        self._bus.publish(event)
+
+    def ingest(self, lines: Sequence[LogLine]) -> None:
+        stored, alerts = self._pipeline.ingest(lines)
+        self._batcher.add(stored)
+        for alert in alerts:
+            self.publish(alert)  # after its line (publish flushes the batch first)
+
+    def end_of_stream(self) -> None:
+        for alert in self._pipeline.flush():
+            self.publish(alert)
+
+    def say(self, text: str, level: Level = Level.INFO) -> int:
+        line = LogLine(COCKPIT_SOURCE, "", SourceKind.COCKPIT, text, self._clock(), level=level)
+        # Straight into the ring: cockpit raises its own alerts, the rules must not add more.
+        stored = self._ring.append(line)
+        self._batcher.add([stored])
+        return stored.seq
+
+    def alert(
+        self, key: str, service: str, title: str, detail: str, level: Level, log_seq: int
+    ) -> None:
+        rules = self._pipeline.rules
+        self.publish(rules.raise_alert(key, service, title, detail, level, self._clock(), log_seq))
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _execute(self, command: Command) -> CommandResult:
+        try:
+            return await self._dispatch(command)
+        except CockpitError as exc:
+            return self._result(command, False, exc.one_line())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not take the session down with it
+            self.say(f"{command.name} failed: {type(exc).__name__}: {exc}", Level.ERROR)
+            return self._result(command, False, f"{command.name} failed: {exc}")
+
+    async def _dispatch(self, command: Command) -> CommandResult:
+        if isinstance(command, Restart):
+            return await self._restart(command)
+        if isinstance(command, SetFilter):
+            parsed = parse_query(command.query)
+            if isinstance(parsed, QueryError):
+                return self._result(command, False, f"filter: {parsed.message}")
+            self._filter = parsed
+            message = f"filter: {command.query}" if command.query.strip() else "filter cleared"
+            return self._result(command, True, message)
+        if isinstance(command, ToggleIntercept):
+            return self._result(command, False, f"intercept is not available: {NO_CLUSTER_YET}")
+        if isinstance(command, ToggleForward):
+            return self._result(
+                command, False, f"port-forwards are not available: {NO_CLUSTER_YET}"
+            )
+        if isinstance(command, Quit):
+            self.quit_requested.set()
+            return self._result(command, True, "quitting")
+        return self._result(command, False, f"unknown command {command.name}")
+
+    async def _restart(self, command: Restart) -> CommandResult:
+        target = command.service or self.service
+        if target != self.service:
+            if target in self.config.services:
+                message = f"cannot restart {target}: it runs in the cluster ({NO_CLUSTER_YET})"
+            else:
+                message = (
+                    f"no service {target!r} (known: {', '.join(sorted(self.config.services))})"
+                )
+            return self._result(command, False, message)
+        self.say(f"restarting {target} (asked for)")
+        pid = await self._supervisor.restart()
+        return self._result(command, True, f"restarted {target} (pid {pid})")
+
+    def _result(self, command: Command, ok: bool, message: str) -> CommandResult:
+        return CommandResult(command.name, ok, message, command.request_id)
+
+    async def _teardown(self) -> None:
+        for task in list(self._commands):
+            task.cancel()
+        for task in list(self._commands):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        try:
+            self.publish(Notice("session", f"stopping {self.service}"))
+            await self._supervisor.stop()
+            self.say(f"session {self.session_id} stopped")
+        finally:
+            await self._batcher.stop()
+            self._bus.close()

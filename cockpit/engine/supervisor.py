@@ -1,0 +1,320 @@
+"""Runs the session's local service: hooks, start, readiness, restart, exit alerts, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
+
+from cockpit.adapters.protocols import ChildProcess, OutputLine, ProcessFactory, ProcessSpec
+from cockpit.core.backoff import Backoff
+from cockpit.core.config import ServiceConfig
+from cockpit.core.events import Event, Level, LogLine, ProcessChanged, ProcessStatus, SourceKind
+from cockpit.errors import CockpitError, ProcessError
+
+EXIT_TAIL_LINES = 20
+HOOK_STOP_GRACE = 2.0
+
+
+class SessionBus(Protocol):
+    """What a supervisor needs from its session (the Engine implements it)."""
+
+    def now(self) -> float: ...
+
+    def publish(self, event: Event) -> None: ...
+
+    def ingest(self, lines: Sequence[LogLine]) -> None:
+        """Into the log pipeline (ring, levels, alert rules) and out in the next batch."""
+        ...
+
+    def end_of_stream(self) -> None:
+        """A producer's output ended (a traceback cut off by it still raises its alert)."""
+        ...
+
+    def say(self, text: str, level: Level = Level.INFO) -> int:
+        """A line of cockpit's own in the log stream (alert rules skip it); its seq."""
+        ...
+
+    def alert(
+        self, key: str, service: str, title: str, detail: str, level: Level, log_seq: int
+    ) -> None: ...
+
+
+def describe_exit(code: int) -> str:
+    """'exited with code 1' / 'was killed by SIGKILL'."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def command_text(command: str | Sequence[str]) -> str:
+    return command if isinstance(command, str) else " ".join(command)
+
+
+class LocalSupervisor:
+    """Keeps one local service running as configured.
+
+    ``start`` raises when the first start fails (the CLI reports it); after that every
+    failure becomes an alert. Start, restart and stop are serialised; ``stop`` cancels
+    whatever is in flight and always leaves no process behind.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        service: ServiceConfig,
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        factory: ProcessFactory,
+        bus: SessionBus,
+        sleep: Callable[[float], Awaitable[object]] | None = None,
+    ) -> None:
+        if service.command is None:
+            raise ProcessError(f"{name}: no command to run it locally")
+        self.name = name
+        self.service = service
+        self._spec = ProcessSpec(name, service.command, cwd, dict(env), service.port)
+        self._factory = factory
+        self._bus = bus
+        self._sleep = sleep or asyncio.sleep
+        policy = service.restart
+        self._backoff = Backoff(
+            initial=policy.backoff_initial,
+            maximum=policy.backoff_max,
+            factor=2.0,
+            jitter=0.1,
+            # A process that ran this long before dying starts the backoff over.
+            reset_after=max(10.0, policy.backoff_max * 2),
+        )
+        self._lock = asyncio.Lock()
+        self._process: ChildProcess | None = None
+        self._life: asyncio.Task[None] | None = None
+        self._status = ProcessStatus.STOPPED
+        self._restarts = 0
+        self._last_exit: int | None = None
+        self._tail: deque[str] = deque(maxlen=EXIT_TAIL_LINES)
+        self._closing = False
+
+    @property
+    def status(self) -> ProcessStatus:
+        return self._status
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def restarts(self) -> int:
+        return self._restarts
+
+    async def start(self) -> None:
+        """Run the before_start hooks and start the process; raise if either fails."""
+        async with self._lock:
+            try:
+                process = await self._spawn()
+            except BaseException:
+                self._set_status(ProcessStatus.STOPPED)
+                raise
+            self._life = asyncio.create_task(self._live(process), name=f"{self.name} life")
+
+    async def restart(self) -> int | None:
+        """Stop (gracefully) and start again, now; the new pid."""
+        async with self._lock:
+            await self._end_life()
+            self._restarts += 1
+            self._backoff.reset()
+            try:
+                process = await self._spawn()
+            except BaseException:
+                self._set_status(ProcessStatus.STOPPED)
+                raise
+            self._life = asyncio.create_task(self._live(process), name=f"{self.name} life")
+            return process.pid
+
+    async def stop(self) -> None:
+        """Stop everything; safe to call twice, and cancelling it still kills the process."""
+        self._closing = True
+        await self._end_life()
+        self._set_status(ProcessStatus.STOPPED)
+
+    async def _end_life(self) -> None:
+        life, self._life = self._life, None
+        if life is not None and not life.done():
+            life.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await life
+        process = self._process
+        if process is not None:
+            if process.returncode is None:
+                self._set_status(ProcessStatus.STOPPING)
+            await process.stop(self.service.stop_timeout)
+            self._process = None
+
+    async def _spawn(self) -> ChildProcess:
+        self._set_status(ProcessStatus.STARTING)
+        await self._run_hooks("before_start", self.service.hooks.before_start)
+        self._tail.clear()
+        process = self._factory(self._spec, self._on_output)
+        self._process = process  # before start: a stop() during it must find the process
+        await process.start()
+        self._bus.say(
+            f"started {self.name} (pid {process.pid}): {command_text(self._spec.command)}"
+        )
+        self._set_status(ProcessStatus.RUNNING)
+        return process
+
+    async def _live(self, process: ChildProcess) -> None:
+        """Watch ``process`` until it exits; then alert and, if configured, restart with backoff."""
+        while True:
+            ready = asyncio.create_task(self._become_ready(process), name=f"{self.name} ready")
+            try:
+                code = await process.wait()
+            finally:
+                ready.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ready
+            # Whatever the leader left behind in its group goes with it.
+            await process.stop(self.service.stop_timeout)
+            self._bus.end_of_stream()
+            self._process = None
+            self._report_exit(code)
+            if not self.service.restart.on_exit or self._closing:
+                return
+            process = await self._respawn()
+
+    async def _respawn(self) -> ChildProcess:
+        while True:
+            delay = self._backoff.next_delay(self._bus.now())
+            self._set_status(ProcessStatus.BACKOFF)
+            self._bus.say(f"restarting {self.name} in {delay:.1f} s", Level.WARNING)
+            await self._sleep(delay)
+            self._restarts += 1
+            try:
+                return await self._spawn()
+            except CockpitError as exc:
+                self._set_status(ProcessStatus.EXITED)
+                seq = self._bus.say(exc.one_line(), Level.ERROR)
+                self._bus.alert(
+                    f"process-start:{self.name}",
+                    self.name,
+                    f"{self.name} could not be restarted",
+                    exc.one_line(),
+                    Level.ERROR,
+                    seq,
+                )
+
+    async def _become_ready(self, process: ChildProcess) -> None:
+        port = self.service.port
+        if port is None:
+            return
+        ready = await process.wait_ready(within=self.service.ready_timeout)
+        if not ready and process.returncode is None:
+            seq = self._bus.say(
+                f"{self.name}: port {port} not answering after {self.service.ready_timeout:g} s",
+                Level.WARNING,
+            )
+            self._bus.alert(
+                f"process-not-ready:{self.name}",
+                self.name,
+                f"{self.name}: port {port} not answering after {self.service.ready_timeout:g} s",
+                "the process runs but nothing accepts connections on its port yet",
+                Level.WARNING,
+                seq,
+            )
+            ready = await process.wait_ready()
+        if not ready:
+            return
+        self._set_status(ProcessStatus.READY)
+        self._bus.say(f"{self.name} is ready on port {port}")
+        try:
+            await self._run_hooks("after_start", self.service.hooks.after_start)
+        except CockpitError as exc:
+            seq = self._bus.say(exc.one_line(), Level.ERROR)
+            self._bus.alert(
+                f"hook:{self.name}:after_start",
+                self.name,
+                f"{self.name}: after_start hook failed",
+                exc.one_line(),
+                Level.ERROR,
+                seq,
+            )
+
+    def _report_exit(self, code: int) -> None:
+        what = describe_exit(code)
+        self._last_exit = code
+        self._set_status(ProcessStatus.EXITED)
+        level = Level.WARNING if code == 0 else Level.ERROR
+        seq = self._bus.say(f"{self.name} {what}", level)
+        tail = "\n".join(self._tail)
+        self._bus.alert(
+            f"process-exit:{self.name}",
+            self.name,
+            f"{self.name} {what}",
+            f"last {len(self._tail)} lines:\n{tail}" if self._tail else "it wrote no output",
+            level,
+            seq,
+        )
+
+    async def _run_hooks(self, kind: str, commands: Sequence[str | list[str]]) -> None:
+        for command in commands:
+            await self._run_hook(kind, command)
+
+    async def _run_hook(self, kind: str, command: str | list[str]) -> None:
+        text = command_text(command)
+        source = f"{self.name}:{kind}"
+        last: list[str] = []
+
+        def on_output(lines: Sequence[OutputLine]) -> None:
+            last[:] = [lines[-1].text]
+            self._bus.ingest(
+                [
+                    LogLine(source, self.name, SourceKind.LOCAL, line.text, line.ts, line.stream)
+                    for line in lines
+                ]
+            )
+
+        spec = ProcessSpec(f"{self.name} {kind} hook", command, self._spec.cwd, self._spec.env)
+        hook = self._factory(spec, on_output)
+        self._bus.say(f"{self.name}: running {kind} hook: {text}")
+        timeout = self.service.hooks.timeout
+        try:
+            await hook.start()
+            try:
+                code = await asyncio.wait_for(hook.wait(), timeout)
+            except TimeoutError:
+                raise ProcessError(
+                    f"{self.name}: {kind} hook `{text}` did not finish within {timeout:g} s"
+                ) from None
+        finally:
+            await hook.stop(HOOK_STOP_GRACE)
+        if code != 0:
+            raise ProcessError(
+                f"{self.name}: {kind} hook `{text}` {describe_exit(code)}",
+                hint=last[0][:200] if last else None,
+            )
+
+    def _on_output(self, lines: Sequence[OutputLine]) -> None:
+        name = self.name
+        self._bus.ingest(
+            [
+                LogLine(name, name, SourceKind.LOCAL, line.text, line.ts, line.stream)
+                for line in lines
+            ]
+        )
+        self._tail.extend(line.text for line in lines[-EXIT_TAIL_LINES:])
+
+    def _set_status(self, status: ProcessStatus) -> None:
+        self._status = status
+        running = status in (ProcessStatus.RUNNING, ProcessStatus.READY, ProcessStatus.STOPPING)
+        pid = self._process.pid if running and self._process is not None else None
+        # The last exit code stays visible while waiting to restart.
+        exit_code = (
+            self._last_exit if status in (ProcessStatus.EXITED, ProcessStatus.BACKOFF) else None
+        )
+        self._bus.publish(ProcessChanged(self.name, status, pid, exit_code, self._restarts))

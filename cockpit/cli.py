@@ -1,0 +1,263 @@
+"""The cockpit command: args + config -> real adapters -> engine -> UI or headless."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from cockpit import __version__
+from cockpit.errors import CockpitError, UsageError
+
+UI_MODULE = "cockpit.ui.app"
+_SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug: bool = getattr(args, "debug", False)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return handler(args)
+    except CockpitError as exc:
+        if debug:
+            traceback.print_exc()
+        _error(exc.one_line())
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `cockpit schema | head`: the reader has what it wanted
+        _quiet_closed_stdout()
+        return 0
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+            return 1
+        _error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        return 1
+
+
+def _error(message: str) -> None:
+    print(f"cockpit: error: {message}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cockpit",
+        description="A terminal cockpit for hybrid Kubernetes development: "
+        "one service runs here, the rest in the cluster.",
+    )
+    parser.add_argument("--version", action="version", version=f"cockpit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    # Options every subcommand accepts (also after the subcommand's name).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors"
+    )
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="cockpit.yaml to use (default: the nearest one in this or a parent directory)",
+    )
+    parser.add_argument("--config", metavar="PATH", help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up", parents=[common], help="run SERVICE locally and show the session"
+    )
+    up.add_argument(
+        "service", metavar="SERVICE", help="the service (from cockpit.yaml) to run here"
+    )
+    up.add_argument(
+        "--headless",
+        action="store_true",
+        help="no UI: JSON lines on stdout, JSON commands on stdin, until SIGINT/SIGTERM",
+    )
+    up.set_defaults(handler=cmd_up)
+
+    validate = commands.add_parser(
+        "validate", parents=[common], help="check cockpit.yaml and report every problem"
+    )
+    validate.set_defaults(handler=cmd_validate)
+
+    schema = commands.add_parser(
+        "schema", parents=[common], help="print the JSON Schema of cockpit.yaml"
+    )
+    schema.set_defaults(handler=cmd_schema)
+
+    init = commands.add_parser(
+        "init", parents=[common], help="write a starter cockpit.yaml (to --config, or here)"
+    )
+    init.add_argument("--service", metavar="NAME", help="the service to run locally")
+    init.add_argument("--command", metavar="CMD", help="the command that runs it locally")
+    init.add_argument("--port", metavar="N", type=_port, help="the port it listens on")
+    init.add_argument(
+        "--remote",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a service that stays in the cluster (repeatable)",
+    )
+    init.add_argument("--namespace", metavar="NS", help="the app's namespace")
+    init.add_argument("--context", metavar="CTX", help="the kubeconfig context")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(handler=cmd_init)
+    return parser
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {port}")
+    return port
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from cockpit.adapters.configfile import kube_target, load_config
+
+    config = load_config(args.config)
+    config.local_service(args.service)
+    target = kube_target(config)
+
+    from cockpit.adapters.process import process_factory
+    from cockpit.engine.session import Engine
+    from cockpit.headless import run_headless
+
+    engine = Engine(
+        config,
+        args.service,
+        process_factory=process_factory,
+        base_env=dict(os.environ),
+        context=target.context,
+        namespace=target.namespace,
+    )
+    if not args.headless:
+        run_ui = _load_ui()
+        if run_ui is not None:
+            return run_ui(
+                engine,
+                keys=config.keys,
+                theme=config.theme,
+                title_info={
+                    "context": target.context,
+                    "namespace": target.namespace,
+                    "session": engine.session_id,
+                    "service": args.service,
+                },
+            )
+        print(
+            "cockpit: the terminal UI is not part of this build; running headless",
+            file=sys.stderr,
+        )
+    stdin_fd = _stdin_fd()
+    try:
+        return asyncio.run(run_headless(engine, out=sys.stdout, stdin_fd=stdin_fd))
+    finally:
+        _quiet_closed_stdout()
+
+
+def _load_ui() -> Callable[..., int] | None:
+    """``cockpit.ui.app.run_ui``, imported only when the UI is wanted (Textual is slow to load)."""
+    try:
+        module = importlib.import_module(UI_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name == UI_MODULE:
+            return None
+        raise
+    run_ui: Callable[..., int] = module.run_ui
+    return run_ui
+
+
+def _stdin_fd() -> int | None:
+    try:
+        return sys.stdin.fileno() if sys.stdin is not None else None
+    except (OSError, ValueError):
+        return None
+
+
+def _quiet_closed_stdout() -> None:
+    """After `cockpit up --headless | head`, exit without a BrokenPipeError at shutdown."""
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from cockpit.adapters.configfile import load_config
+    from cockpit.core.config import ConfigValidationError
+
+    try:
+        config = load_config(args.config)
+    except ConfigValidationError as exc:
+        for problem in exc.problems:
+            _error(problem)
+        return exc.exit_code
+    local = [name for name, service in config.services.items() if service.command]
+    namespace = config.namespace or "the current context's"
+    print(
+        f"{config.filename}: ok; services: {', '.join(config.services)}; "
+        f"can run locally: {', '.join(local) or 'none (no service has a command)'}; "
+        f"namespace: {namespace}"
+    )
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from cockpit.core.config import config_json_schema
+
+    print(json.dumps(config_json_schema(), indent=2))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from cockpit.adapters.configfile import write_config
+    from cockpit.core.config import CONFIG_FILENAME, parse_config, starter_config
+
+    service = args.service or _service_name_from(Path.cwd().name)
+    for name in (service, *args.remote):
+        if not _SERVICE_NAME.match(name):
+            raise UsageError(
+                f"{name!r} is not a Kubernetes service name",
+                hint="lowercase letters, digits and '-', starting with a letter",
+            )
+    text = starter_config(
+        service,
+        command=args.command,
+        port=args.port,
+        remote=args.remote,
+        namespace=args.namespace,
+        context=args.context,
+    )
+    path = Path(args.config or CONFIG_FILENAME)
+    parse_config(text, str(path))  # what we write must load
+    write_config(path, text, force=args.force)
+    local = f"{service} runs `{args.command}`" if args.command else f"add {service}'s command"
+    print(f"wrote {path}: {local}; check it with `cockpit validate`")
+    return 0
+
+
+def _service_name_from(directory: str) -> str:
+    name = re.sub(r"[^a-z0-9-]+", "-", directory.lower()).strip("-")
+    name = name.lstrip("0123456789-")[:63].rstrip("-")
+    return name or "app"

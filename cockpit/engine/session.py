@@ -22,6 +22,7 @@ from cockpit.core.commands import (
 from cockpit.core.config import CockpitConfig
 from cockpit.core.events import (
     CommandResult,
+    ConnectionChanged,
     Event,
     Level,
     LogBatch,
@@ -139,6 +140,8 @@ class Engine:
             return
         self._started = True
         self.publish(SessionInfo(self.session_id, self.context, self.namespace, self.service))
+        for connection in ("api", "agent"):  # no cluster connection in this version: say so
+            self.publish(ConnectionChanged(connection, "disconnected"))
         self._batcher.start()
         try:
             await self._supervisor.start()

@@ -14,6 +14,7 @@ from cockpit.core.config import CockpitConfig, parse_config
 from cockpit.core.events import (
     Alert,
     CommandResult,
+    ConnectionChanged,
     Event,
     Level,
     LogBatch,
@@ -112,6 +113,10 @@ async def test_start_runs_the_local_service_with_the_session_environment(running
     await engine.start()
     await rec.until(lambda: ProcessStatus.READY in rec.statuses())
     assert rec.events[0] == SessionInfo("s1", "kind-dev", "shop", "api")
+    assert rec.events[1:3] == [
+        ConnectionChanged("api", "disconnected"),  # no cluster connection in this version
+        ConnectionChanged("agent", "disconnected"),
+    ]
     (process,) = factory.made
     assert process.spec.command == "run api"
     assert process.spec.cwd == "/app/src"  # relative to cockpit.yaml

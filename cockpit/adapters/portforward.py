@@ -632,26 +632,45 @@ class ForwardStats:
 _PORT_FALLBACK_ERRNOS = (errno.EADDRINUSE, errno.EACCES)  # taken, or < 1024 without root
 
 
+def candidate_ports(port: int) -> list[int]:
+    """The ports to try for a forward of ``port``, in order: itself, then (for a privileged
+    port) the same plus 10000, so the fallback is the same run after run; 0 = any free."""
+    ports = [port] if port else []
+    if 0 < port < 1024:
+        ports.append(port + 10000)
+    return [*ports, 0]
+
+
 async def bind_loopback(
     host: str, port: int, factory: Callable[[], asyncio.BaseProtocol]
 ) -> asyncio.Server:
-    """Listen on ``host:port``; on a taken or privileged port use a free one on ``host``; on
-    a host this machine cannot bind (127.0.0.2 on macOS without an alias) use 127.0.0.1."""
+    """Listen on ``host:port``; on a taken or privileged port use the next candidate on
+    ``host``; on a host this machine cannot bind (127.0.0.2 on macOS without an alias) use
+    127.0.0.1."""
     loop = asyncio.get_running_loop()
     hosts = [host] if host == "127.0.0.1" else [host, "127.0.0.1"]
     last: OSError | None = None
     for h in hosts:
-        for p in dict.fromkeys((port, 0)):
+        for p in candidate_ports(port):
             try:
                 return await loop.create_server(factory, h, p, backlog=512)
             except OSError as exc:
                 last = exc
                 if exc.errno in _PORT_FALLBACK_ERRNOS and p != 0:
-                    continue  # try a free port on the same address
+                    continue  # try the next port on the same address
                 if exc.errno == errno.EADDRNOTAVAIL:
                     break  # try the next address
                 raise CockpitError(f"cannot listen on {h}:{p}: {exc.strerror}") from exc
     raise CockpitError(f"cannot listen on {host}:{port}: {last}") from last
+
+
+async def probe_loopback(host: str, port: int) -> tuple[str, int]:
+    """The address ``bind_loopback`` would take right now (bound, then released)."""
+    server = await bind_loopback(host, port, asyncio.Protocol)
+    address = server.sockets[0].getsockname()
+    server.close()
+    await server.wait_closed()
+    return str(address[0]), int(address[1])
 
 
 class PortForwardListener:
@@ -891,6 +910,10 @@ class PortForwarder(Protocol):
         """A stream to one pod's port without a local listener."""
         ...
 
+    async def probe(self, host: str, port: int) -> tuple[str, int]:
+        """The address ``listen(host, port, ...)`` would bind right now."""
+        ...
+
 
 class KubePortForwarder:
     """The real PortForwarder: everything through one ApiServer."""
@@ -913,6 +936,9 @@ class KubePortForwarder:
             self.api, namespace, pod, port, connect_timeout=self.connect_timeout
         )
 
+    async def probe(self, host: str, port: int) -> tuple[str, int]:
+        return await probe_loopback(host, port)
+
 
 __all__ = [
     "EOF_GRACE",
@@ -929,6 +955,8 @@ __all__ = [
     "PortForwarder",
     "TargetPicker",
     "bind_loopback",
+    "candidate_ports",
     "connect_pod_port",
     "open_pod_stream",
+    "probe_loopback",
 ]

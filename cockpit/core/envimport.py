@@ -289,10 +289,10 @@ def parse_quantity(text: str) -> Fraction:
 @dataclass(frozen=True, slots=True)
 class ImportedVar:
     name: str
-    value: str
-    source: str  # "value", "configMap shop-config", "secret shop-secret", "field ...", ...
+    value: str = field(repr=False)  # never in a repr: it may be a secret
+    source: str = "value"  # "value", "configMap shop-config", "secret shop-secret", ...
     secret: bool = False  # from a Secret, or built from one: never logged
-    cluster_value: str = ""  # the value as the pod sees it (before rewriting)
+    cluster_value: str = field(default="", repr=False)  # as the pod sees it (not rewritten)
 
     @property
     def shown(self) -> str:

@@ -1,0 +1,370 @@
+"""The session's port-forwards: a local 127.0.0.x listener per remote service port, each
+following its service's ready pods (sticky to one, re-picked when it goes), publishing
+``ForwardChanged``; and the local service's environment pointed at them.
+
+Each service gets its own loopback address (127.0.0.2, .3, ... in name order) so every
+forward can keep the service's own port; ``cockpit env`` and ``cockpit up`` use the same rule
+and so agree on the addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+from cockpit.adapters.envsource import EnvSource
+from cockpit.adapters.portforward import (
+    ForwardStats,
+    NoReadyPodError,
+    PodTarget,
+    PortForwarder,
+    PortForwardListener,
+)
+from cockpit.adapters.servicecatalog import Backend, ServiceCatalog, ServicePort, ServiceSpec
+from cockpit.core.envimport import (
+    ClusterAddresses,
+    ForwardedPort,
+    ImportedEnv,
+    ServiceAddress,
+    import_env,
+)
+from cockpit.core.events import Event, ForwardChanged
+from cockpit.errors import CockpitError
+
+log = logging.getLogger(__name__)
+
+FIRST_HOST = 2  # 127.0.0.1 stays the local service's own
+
+
+def loopback_host(index: int) -> str:
+    """The address of the ``index``-th forwarded service (0 -> 127.0.0.2)."""
+    n = FIRST_HOST + index
+    return f"127.0.{n // 254}.{n % 254}" if n >= 254 else f"127.0.0.{n}"
+
+
+def forwardable(
+    services: Sequence[ServiceSpec], exclude: Collection[str] = ()
+) -> list[ServiceSpec]:
+    """The services that get a forward, in address order: by name, with a TCP port."""
+    return sorted(
+        (s for s in services if s.name not in exclude and any(_tcp(p) for p in s.ports)),
+        key=lambda s: s.name,
+    )
+
+
+def _tcp(port: ServicePort) -> bool:
+    return port.protocol.upper() == "TCP"  # the API server forwards TCP only
+
+
+@dataclass(frozen=True, slots=True)
+class _Published:
+    remote: str
+    state: str
+    connections: int
+    bytes_in: int
+    bytes_out: int
+
+
+class ServiceForward:
+    """One service port's forward; the listener asks it which pod each connection goes to."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        port: ServicePort,
+        publish: Callable[[ForwardChanged], None],
+        *,
+        wait_for_pod: float = 2.0,
+        cooldown: float = 5.0,
+    ) -> None:
+        self.spec = spec
+        self.port = port
+        self.name = f"{spec.name}:{port.port}"
+        self.publish = publish
+        self.wait_for_pod = wait_for_pod
+        self.cooldown = cooldown
+        self.listener: PortForwardListener | None = None
+        self.backends: tuple[Backend, ...] | None = None  # None until the first answer
+        self.current: PodTarget | None = None
+        self.failure = ""  # why there is no pod, when the watch itself failed
+        self._bad: dict[str, float] = {}  # pod -> until when it is avoided
+        self._changed = asyncio.Event()
+        self._last: _Published | None = None
+
+    # -- TargetPicker --
+
+    async def pick(self, exclude: frozenset[str]) -> PodTarget:
+        deadline = time.monotonic() + self.wait_for_pod
+        while True:
+            target = self._choose(exclude)
+            if target is not None:
+                return target
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NoReadyPodError(self._no_pod_reason())
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    def failed(self, target: PodTarget, error: CockpitError) -> None:
+        self._bad[target.pod] = time.monotonic() + self.cooldown
+        log.info("forward %s: pod %s failed: %s", self.name, target.pod, error.one_line())
+        if self.current is not None and self.current.pod == target.pod:
+            self.current = None
+            self._choose(frozenset())
+            self.report()
+
+    # -- pod choice --
+
+    def _target(self, backend: Backend) -> PodTarget | None:
+        port = backend.ports.get(self.port.name)
+        if port is None and isinstance(self.port.target_port, int):
+            port = self.port.target_port
+        return None if port is None else PodTarget(self.spec.namespace, backend.pod, port)
+
+    def _choose(self, exclude: frozenset[str]) -> PodTarget | None:
+        """The current pod while it is ready; else the first ready one not failed lately
+        (or, when all failed lately, the first ready one: a retry beats no answer). A retry
+        that excludes pods does not move the forward's current pod."""
+        now = time.monotonic()
+        ready = [b for b in self.backends or () if b.pod not in exclude]
+        fresh = [b for b in ready if self._bad.get(b.pod, 0.0) <= now]
+        if self.current is not None:
+            for backend in fresh:
+                if backend.pod == self.current.pod:
+                    self.current = self._target(backend) or self.current
+                    return self.current
+        for backend in fresh or ready:
+            target = self._target(backend)
+            if target is not None:
+                if self.current is None or not exclude:
+                    self.current = target
+                return target
+        return None
+
+    def update(self, backends: tuple[Backend, ...]) -> None:
+        """The ready pods changed (from the watch)."""
+        self.backends = backends
+        self.failure = ""
+        pods = {b.pod for b in backends}
+        self._bad = {p: t for p, t in self._bad.items() if p in pods}
+        if self.current is not None and self.current.pod not in pods:
+            log.info("forward %s: pod %s is no longer ready", self.name, self.current.pod)
+            self.current = None
+        self._choose(frozenset())
+        self._changed.set()
+        self.report()
+
+    def fail(self, reason: str) -> None:
+        self.failure = reason
+        self.current = None
+        self._changed.set()
+        self.report()
+
+    def _no_pod_reason(self) -> str:
+        if self.failure:
+            return self.failure
+        if self.backends is None:
+            return f"waiting for the endpoints of {self.spec.name}"
+        return f"no ready pod behind {self.spec.name}"
+
+    # -- reporting --
+
+    @property
+    def local(self) -> str:
+        if self.listener is None:
+            return ""
+        host, port = self.listener.address
+        return f"{host}:{port}"
+
+    @property
+    def state(self) -> str:
+        if self.listener is None:
+            return "connecting"
+        if self.current is not None:
+            return "listening"
+        if self.backends is None and not self.failure:
+            return "connecting"
+        return f"failed: {self._no_pod_reason()}"
+
+    @property
+    def stats(self) -> ForwardStats:
+        return self.listener.stats if self.listener is not None else ForwardStats()
+
+    def event(self) -> ForwardChanged:
+        stats = self.stats
+        return ForwardChanged(
+            name=self.name,
+            local=self.local,
+            remote=str(self.current) if self.current is not None else "",
+            state=self.state,
+            connections=stats.connections,
+            bytes_in=stats.bytes_in,
+            bytes_out=stats.bytes_out,
+        )
+
+    def report(self) -> None:
+        """Publish ForwardChanged if anything shown changed since the last one."""
+        event = self.event()
+        now = _Published(
+            event.remote, event.state, event.connections, event.bytes_in, event.bytes_out
+        )
+        if now != self._last:
+            self._last = now
+            self.publish(event)
+
+
+class ServiceForwards:
+    """Every forward of a session: started together, stopped together."""
+
+    def __init__(
+        self,
+        forwarder: PortForwarder,
+        catalog: ServiceCatalog,
+        namespace: str,
+        publish: Callable[[Event], None],
+        *,
+        wait_for_pod: float = 2.0,
+        report_every: float = 0.5,
+        cluster_domain: str = "cluster.local",
+    ) -> None:
+        self.forwarder = forwarder
+        self.catalog = catalog
+        self.namespace = namespace
+        self.publish = publish
+        self.wait_for_pod = wait_for_pod
+        self.report_every = report_every
+        self.cluster_domain = cluster_domain
+        self.forwards: list[ServiceForward] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(
+        self, services: Sequence[str] | None = None, *, exclude: Collection[str] = ()
+    ) -> ClusterAddresses:
+        """Forward ``services`` (default: every service of the namespace but ``exclude``);
+        NotFoundError for a name that does not exist. Returns where each one listens."""
+        if services is None:
+            specs = await self.catalog.list(self.namespace)
+        else:
+            specs = [await self.catalog.get(self.namespace, name) for name in services]
+        try:
+            for index, spec in enumerate(forwardable(specs, exclude)):
+                host = loopback_host(index)
+                group = []
+                for port in spec.ports:
+                    if not _tcp(port):
+                        continue
+                    fwd = ServiceForward(spec, port, self.publish, wait_for_pod=self.wait_for_pod)
+                    fwd.listener = await self.forwarder.listen(host, port.port, fwd)
+                    self.forwards.append(fwd)
+                    group.append(fwd)
+                    fwd.report()
+                self._tasks.append(asyncio.create_task(self._follow(spec, group)))
+            self._tasks.append(asyncio.create_task(self._report_loop()))
+        except BaseException:
+            await self.stop()
+            raise
+        return self.addresses()
+
+    def addresses(self) -> ClusterAddresses:
+        services: dict[str, ServiceAddress] = {}
+        for fwd in self.forwards:
+            if fwd.listener is None:
+                continue
+            host, port = fwd.listener.address
+            known = services.get(fwd.spec.name)
+            forwarded = ForwardedPort(fwd.port.port, port, fwd.port.name)
+            ports = (*known.ports, forwarded) if known else (forwarded,)
+            services[fwd.spec.name] = ServiceAddress(fwd.spec.name, host, ports)
+        return ClusterAddresses(self.namespace, services, self.cluster_domain)
+
+    def get(self, name: str) -> ServiceForward | None:
+        """The forward called ``name`` ("store:8080"), or the first of service ``name``."""
+        for fwd in self.forwards:
+            if name in (fwd.name, fwd.spec.name):
+                return fwd
+        return None
+
+    async def _follow(self, spec: ServiceSpec, group: list[ServiceForward]) -> None:
+        try:
+            async for backends in self.catalog.backends(self.namespace, spec.name):
+                for fwd in group:
+                    fwd.update(backends)
+        except CockpitError as exc:
+            for fwd in group:
+                fwd.fail(exc.one_line())
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.report_every)
+            for fwd in self.forwards:
+                fwd.report()
+
+    async def stop(self) -> None:
+        """Close every listener and watch; safe to call twice, finishes even when cancelled."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        forwards = list(self.forwards)
+
+        async def close_all() -> None:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for fwd in forwards:
+                if fwd.listener is not None:
+                    await fwd.listener.close()
+
+        await asyncio.shield(close_all())
+
+
+async def plan_addresses(
+    forwarder: PortForwarder,
+    catalog: ServiceCatalog,
+    namespace: str,
+    *,
+    exclude: Collection[str] = (),
+    cluster_domain: str = "cluster.local",
+) -> ClusterAddresses:
+    """Where ``ServiceForwards.start(exclude=...)`` would listen right now, without
+    listening (``cockpit env`` writes these into a .env file for ``cockpit up`` to serve)."""
+    services: dict[str, ServiceAddress] = {}
+    specs = forwardable(await catalog.list(namespace), exclude)
+    for index, spec in enumerate(specs):
+        host = loopback_host(index)
+        ports = []
+        for port in spec.ports:
+            if _tcp(port):
+                bound_host, local = await forwarder.probe(host, port.port)
+                host = bound_host
+                ports.append(ForwardedPort(port.port, local, port.name))
+        services[spec.name] = ServiceAddress(spec.name, host, tuple(ports))
+    return ClusterAddresses(namespace, services, cluster_domain)
+
+
+async def imported_env(
+    source: EnvSource,
+    namespace: str,
+    service: str,
+    addresses: ClusterAddresses,
+    *,
+    container: str | None = None,
+) -> ImportedEnv:
+    """The environment of ``service``'s Deployment for a local run, pointed at ``addresses``.
+    Logs names and sources only: secret values never reach a log."""
+    inputs = await source.read(namespace, service, container=container)
+    env = import_env(
+        inputs.container,
+        cluster=addresses,
+        config_maps=inputs.config_maps,
+        secrets=inputs.secrets,
+        fields=inputs.fields,
+        resources=inputs.resources,
+        what=inputs.what,
+    )
+    log.info("env of %s: %s", inputs.what, env.summary())
+    for note in env.notes:
+        log.info("env of %s: %s", inputs.what, note)
+    return env

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import ssl
 import time
 from collections.abc import Callable
@@ -632,13 +633,19 @@ class ForwardStats:
 _PORT_FALLBACK_ERRNOS = (errno.EADDRINUSE, errno.EACCES)  # taken, or < 1024 without root
 
 
+def preferred_port(port: int) -> int:
+    """The local port a forward of service port ``port`` asks for first: the same, except a
+    privileged one without root, which becomes ``port + 10000`` (80 -> 10080), so the
+    address is the same run after run and ``cockpit env`` can name it in advance."""
+    if 0 < port < 1024 and os.geteuid() != 0:
+        return port + 10000
+    return port
+
+
 def candidate_ports(port: int) -> list[int]:
-    """The ports to try for a forward of ``port``, in order: itself, then (for a privileged
-    port) the same plus 10000, so the fallback is the same run after run; 0 = any free."""
-    ports = [port] if port else []
-    if 0 < port < 1024:
-        ports.append(port + 10000)
-    return [*ports, 0]
+    """The ports to try for a forward of ``port``, in order; 0 = any free one."""
+    first = preferred_port(port)
+    return [first, 0] if first else [0]
 
 
 async def bind_loopback(
@@ -662,15 +669,6 @@ async def bind_loopback(
                     break  # try the next address
                 raise CockpitError(f"cannot listen on {h}:{p}: {exc.strerror}") from exc
     raise CockpitError(f"cannot listen on {host}:{port}: {last}") from last
-
-
-async def probe_loopback(host: str, port: int) -> tuple[str, int]:
-    """The address ``bind_loopback`` would take right now (bound, then released)."""
-    server = await bind_loopback(host, port, asyncio.Protocol)
-    address = server.sockets[0].getsockname()
-    server.close()
-    await server.wait_closed()
-    return str(address[0]), int(address[1])
 
 
 class PortForwardListener:
@@ -910,10 +908,6 @@ class PortForwarder(Protocol):
         """A stream to one pod's port without a local listener."""
         ...
 
-    async def probe(self, host: str, port: int) -> tuple[str, int]:
-        """The address ``listen(host, port, ...)`` would bind right now."""
-        ...
-
 
 class KubePortForwarder:
     """The real PortForwarder: everything through one ApiServer."""
@@ -936,9 +930,6 @@ class KubePortForwarder:
             self.api, namespace, pod, port, connect_timeout=self.connect_timeout
         )
 
-    async def probe(self, host: str, port: int) -> tuple[str, int]:
-        return await probe_loopback(host, port)
-
 
 __all__ = [
     "EOF_GRACE",
@@ -958,5 +949,5 @@ __all__ = [
     "candidate_ports",
     "connect_pod_port",
     "open_pod_stream",
-    "probe_loopback",
+    "preferred_port",
 ]

@@ -23,6 +23,7 @@ from cockpit.adapters.portforward import (
     PodTarget,
     PortForwarder,
     PortForwardListener,
+    preferred_port,
 )
 from cockpit.adapters.servicecatalog import Backend, ServiceCatalog, ServicePort, ServiceSpec
 from cockpit.core.envimport import (
@@ -30,9 +31,10 @@ from cockpit.core.envimport import (
     ForwardedPort,
     ImportedEnv,
     ServiceAddress,
+    format_dotenv,
     import_env,
 )
-from cockpit.core.events import Event, ForwardChanged
+from cockpit.core.events import Event, ForwardChanged, Level, Notice
 from cockpit.errors import CockpitError
 
 log = logging.getLogger(__name__)
@@ -260,6 +262,7 @@ class ServiceForwards:
                         continue
                     fwd = ServiceForward(spec, port, self.publish, wait_for_pod=self.wait_for_pod)
                     fwd.listener = await self.forwarder.listen(host, port.port, fwd)
+                    self._check_address(fwd, host, port.port)
                     self.forwards.append(fwd)
                     group.append(fwd)
                     fwd.report()
@@ -269,6 +272,18 @@ class ServiceForwards:
             await self.stop()
             raise
         return self.addresses()
+
+    def _check_address(self, fwd: ServiceForward, host: str, port: int) -> None:
+        wanted = f"{host}:{preferred_port(port)}"
+        if fwd.local != wanted:
+            self.publish(
+                Notice(
+                    key=f"forward-address:{fwd.name}",
+                    text=f"forward {fwd.name} listens on {fwd.local} ({wanted} was taken): "
+                    "a .env file written by `cockpit env` points at the wrong address",
+                    level=Level.WARNING,
+                )
+            )
 
     def addresses(self) -> ClusterAddresses:
         services: dict[str, ServiceAddress] = {}
@@ -320,28 +335,23 @@ class ServiceForwards:
         await asyncio.shield(close_all())
 
 
-async def plan_addresses(
-    forwarder: PortForwarder,
-    catalog: ServiceCatalog,
+def plan_addresses(
+    services: Sequence[ServiceSpec],
     namespace: str,
     *,
     exclude: Collection[str] = (),
     cluster_domain: str = "cluster.local",
 ) -> ClusterAddresses:
-    """Where ``ServiceForwards.start(exclude=...)`` would listen right now, without
-    listening (``cockpit env`` writes these into a .env file for ``cockpit up`` to serve)."""
-    services: dict[str, ServiceAddress] = {}
-    specs = forwardable(await catalog.list(namespace), exclude)
-    for index, spec in enumerate(specs):
-        host = loopback_host(index)
-        ports = []
-        for port in spec.ports:
-            if _tcp(port):
-                bound_host, local = await forwarder.probe(host, port.port)
-                host = bound_host
-                ports.append(ForwardedPort(port.port, local, port.name))
-        services[spec.name] = ServiceAddress(spec.name, host, tuple(ports))
-    return ClusterAddresses(namespace, services, cluster_domain)
+    """Where ``ServiceForwards.start(exclude=...)`` listens when every preferred port is free
+    (it says so with a Notice when one is not): what ``cockpit env`` writes into a .env file,
+    valid while ``cockpit up`` runs, before or after this is called."""
+    services_out: dict[str, ServiceAddress] = {}
+    for index, spec in enumerate(forwardable(services, exclude)):
+        ports = tuple(
+            ForwardedPort(p.port, preferred_port(p.port), p.name) for p in spec.ports if _tcp(p)
+        )
+        services_out[spec.name] = ServiceAddress(spec.name, loopback_host(index), ports)
+    return ClusterAddresses(namespace, services_out, cluster_domain)
 
 
 async def imported_env(
@@ -368,3 +378,25 @@ async def imported_env(
     for note in env.notes:
         log.info("env of %s: %s", inputs.what, note)
     return env
+
+
+async def env_file(
+    source: EnvSource,
+    catalog: ServiceCatalog,
+    namespace: str,
+    service: str,
+    *,
+    container: str | None = None,
+) -> tuple[str, ImportedEnv]:
+    """``cockpit env SERVICE``: the .env text of ``service``'s Deployment pointed at the
+    addresses ``cockpit up SERVICE`` will forward on, and the import itself."""
+    await catalog.get(namespace, service)  # one clear line for an unknown service
+    addresses = plan_addresses(await catalog.list(namespace), namespace, exclude={service})
+    env = await imported_env(source, namespace, service, addresses, container=container)
+    header = [
+        f"cockpit env {service}: namespace {namespace}",
+        "The addresses are the port-forwards of `cockpit up`; they answer while it runs.",
+        "Holds values of Secrets: keep this file out of version control.",
+        *(f"note: {note}" for note in env.notes),
+    ]
+    return format_dotenv(env, header), env

@@ -25,7 +25,7 @@ from cockpit.adapters.servicecatalog import (
     ServicePort,
     ServiceSpec,
 )
-from cockpit.core.events import Event, ForwardChanged
+from cockpit.core.events import Event, ForwardChanged, Notice
 from cockpit.engine.forwards import ServiceForward, ServiceForwards, loopback_host
 from cockpit.errors import NotFoundError
 from tests.conftest import Cluster
@@ -283,3 +283,23 @@ def test_loopback_addresses() -> None:
     assert loopback_host(0) == "127.0.0.2"
     assert loopback_host(251) == "127.0.0.253"
     assert loopback_host(252) == "127.0.1.0"
+
+
+@pytest.mark.cluster
+async def test_a_taken_port_moves_the_forward_and_says_so(
+    cluster: Cluster, shared_shop: str
+) -> None:
+    # Something else already listens on web's address (127.0.0.3:8080 when api is local).
+    squatter = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.3", 8080)
+    fw = Forwards(cluster, shared_shop)
+    try:
+        addresses = await fw.forwards.start(exclude={"api"})
+        web = addresses.services["web"]
+        assert web.host == "127.0.0.3" and web.ports[0].local_port not in (0, 8080)
+        notices = [e for e in fw.events if isinstance(e, Notice)]
+        assert len(notices) == 1 and "web:8080" in notices[0].text
+        assert f"127.0.0.3:{web.ports[0].local_port}" in notices[0].text
+        assert (await get("127.0.0.3", web.ports[0].local_port))["service"] == "web"
+    finally:
+        squatter.close()
+        await fw.forwards.stop()

@@ -97,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schema.set_defaults(handler=cmd_schema)
 
+    env = commands.add_parser(
+        "env",
+        parents=[common],
+        help="write SERVICE's cluster environment, pointed at the port-forwards, as a .env file",
+    )
+    env.add_argument("service", metavar="SERVICE", help="the service whose Deployment to read")
+    env.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write here (mode 0600: it holds Secret values) instead of to stdout",
+    )
+    env.add_argument("--container", metavar="NAME", help="the container (default: the served one)")
+    env.set_defaults(handler=cmd_env)
+
     init = commands.add_parser(
         "init", parents=[common], help="write a starter cockpit.yaml (to --config, or here)"
     )
@@ -201,6 +216,40 @@ def _quiet_closed_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from cockpit.adapters.configfile import kube_target, load_config
+
+    config = load_config(args.config)
+    target = kube_target(config)
+
+    from cockpit.adapters.envsource import KubeEnvSource, write_private_file
+    from cockpit.adapters.servicecatalog import KubeServiceCatalog, load_api_client
+    from cockpit.engine.forwards import env_file
+
+    api_client = load_api_client(target.context)
+    text, env = asyncio.run(
+        env_file(
+            KubeEnvSource(api_client),
+            KubeServiceCatalog(api_client),
+            target.namespace,
+            args.service,
+            container=args.container,
+        )
+    )
+    for note in env.notes:
+        print(f"cockpit: note: {note}", file=sys.stderr)
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+        return 0
+    path = write_private_file(args.output, text)
+    secret = sum(1 for v in env.vars if v.secret)
+    print(
+        f"cockpit: wrote {len(env.vars)} variables ({secret} from Secrets) to {path}",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -210,3 +210,18 @@ class KubeServiceCatalog:
                 log.debug("endpoints watch %s/%s: %s", namespace, name, exc)
                 stop.wait(delay)
                 delay = min(delay * 2, 10.0)
+
+
+def load_api_client(context: str | None = None, kubeconfig: str | None = None) -> Any:
+    """Blocking: a ``kubernetes.client.ApiClient`` for ``context`` (the kubeconfig's current
+    one when empty); ClusterError (one line) when the kubeconfig cannot be used."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    cfg = client.Configuration()
+    load: Any = config.load_kube_config  # untyped
+    try:
+        load(config_file=kubeconfig, context=context or None, client_configuration=cfg)
+    except (ConfigException, OSError) as exc:
+        raise ClusterError(f"cannot use the kubeconfig: {exc}") from exc
+    return client.ApiClient(cfg)

@@ -212,3 +212,37 @@ async def _get_json(host: str, port: int, path: str, within: float) -> dict[str,
         assert head.startswith(b"HTTP/1.1 200"), data[:300]
         result: dict[str, Any] = json.loads(body)
         return result
+
+
+def _cockpit(cluster: Cluster, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from cockpit.cli import main; sys.exit(main())", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cockpit_env_command_writes_a_private_env_file(
+    cluster: Cluster, shared_shop: str, tmp_path: Path
+) -> None:
+    (tmp_path / "cockpit.yaml").write_text(
+        f"namespace: {shared_shop}\nservices:\n  api:\n    command: python app.py\n"
+    )
+    out = _cockpit(cluster, tmp_path, "env", "api", "-o", "api.env")
+    assert out.returncode == 0, out.stderr
+    path = tmp_path / "api.env"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    assert "STORE_URL='http://127.0.0.2:8080'\n" in text
+    assert f"STORE_TOKEN='{TOKEN}'\n" in text
+    assert TOKEN not in out.stderr and "1 from Secrets" in out.stderr
+
+    bad = _cockpit(cluster, tmp_path, "env", "stroe")
+    assert bad.returncode == NotFoundError.exit_code
+    assert bad.stderr.strip().splitlines() == [
+        f"cockpit: error: service 'stroe' in namespace '{shared_shop}' not found"
+    ]

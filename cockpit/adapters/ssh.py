@@ -13,7 +13,7 @@ import itertools
 import json
 import logging
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import asyncssh
@@ -44,6 +44,36 @@ class Tunnel(Protocol):
     async def create_connection(
         self, protocol_factory: Any, host: str, port: int
     ) -> tuple[Any, Any]: ...
+
+
+def tunnel_connector(
+    tunnel_to: Callable[[str], Tunnel],
+    register_key: Callable[[str, str], None],
+    *,
+    port: int,
+    keepalive: float = 1.0,
+    keepalive_count: int = 3,
+) -> Callable[[Any, str], Awaitable[AgentLink]]:
+    """A connector for the engine: one fresh key per session (kept in memory for the
+    session's reconnects), registered before each connection, through ``tunnel_to(pod)``."""
+    keys: dict[str, asyncssh.SSHKey] = {}
+
+    async def connect(pod: Any, session: str) -> AgentLink:
+        key = keys.setdefault(session, new_client_key())
+        # Registered on every connect: the agent (and its ConfigMap) may have been replaced.
+        await asyncio.to_thread(register_key, session, public_openssh(key))
+        return await AgentLink.connect(
+            session=session,
+            client_key=key,
+            host_key=pod.host_key,
+            host=str(pod.name),
+            port=port,
+            tunnel=tunnel_to(pod.name),
+            keepalive=keepalive,
+            keepalive_count=keepalive_count,
+        )
+
+    return connect
 
 
 class AgentLink:

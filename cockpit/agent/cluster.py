@@ -35,7 +35,11 @@ class ClusterOps(Protocol):
         ...
 
     async def restore(self, service: str) -> None:
-        """Give ``service`` back its selector and targetPorts; delete its shadow Service."""
+        """Give ``service`` back its selector and targetPorts."""
+        ...
+
+    async def delete_shadow(self, service: str) -> None:
+        """Delete ``service``'s shadow Service (once nothing is routed to it any more)."""
         ...
 
     async def forget_client_keys(self, sessions: Iterable[str]) -> None: ...
@@ -103,6 +107,8 @@ class KubeCluster:
                 # 422: the annotation changed under us (another restore won): look again.
                 if exc.status not in (409, 422):
                     raise
+
+    async def delete_shadow(self, service: str) -> None:
         name = shadow_name(service)
         try:
             shadow = await self.api.get(self._svc(name))

@@ -63,7 +63,6 @@ class ServiceListeners:
     service: str
     ports: dict[int, int]  # service port -> agent port
     servers: list[asyncio.Server] = field(default_factory=list)
-    closing: asyncio.Task[None] | None = None
 
 
 @dataclass(slots=True)
@@ -135,12 +134,9 @@ class Router:
         """Listen on ``ports`` (service port -> agent port) for ``service``; idempotent."""
         current = self.services.get(service)
         if current is not None:
-            if current.closing is not None:  # a drain in progress: keep listening after all
-                current.closing.cancel()
-                current.closing = None
             if current.ports == ports:
                 return
-            await self.close(service, drain=0)
+            await self.close(service)
         entry = ServiceListeners(service, dict(ports))
         try:
             for port, agent_port in ports.items():
@@ -158,32 +154,18 @@ class Router:
         self.services[service] = entry
         log.info("listening for %s on %s", service, ports)
 
-    async def close(self, service: str, drain: float) -> None:
-        """Stop listening for ``service`` after ``drain`` seconds (connections still arriving
-        while kube-proxy moves the Service away keep reaching the original pods)."""
-        entry = self.services.get(service)
+    async def close(self, service: str) -> None:
+        """Stop listening for ``service`` (connections already open carry on)."""
+        entry = self.services.pop(service, None)
         if entry is None:
             return
-        if drain > 0:
-            if entry.closing is None:
-                entry.closing = asyncio.create_task(self._close_later(service, entry, drain))
-            return
-        self._shut(service, entry)
-
-    async def _close_later(self, service: str, entry: ServiceListeners, drain: float) -> None:
-        await asyncio.sleep(drain)
-        if self.services.get(service) is entry:
-            self._shut(service, entry)
-
-    def _shut(self, service: str, entry: ServiceListeners) -> None:
         for s in entry.servers:
             s.close()
-        del self.services[service]
         log.info("stopped listening for %s", service)
 
     async def aclose(self) -> None:
         for service in list(self.services):
-            self._shut(service, self.services[service])
+            await self.close(service)
         for t in list(self._conns):
             t.cancel()
 

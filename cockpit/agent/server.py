@@ -137,6 +137,7 @@ class Agent:
         self._server: asyncssh.SSHAcceptor | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._retry_at: dict[str, float] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
         self.deleting_self = False
         self.ready = asyncio.Event()
         self.ssh_port = config.ssh_port
@@ -199,6 +200,8 @@ class Agent:
         await asyncio.sleep(self.settings.drain)
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        for task in list(self._retiring):
+            task.cancel()
         await self.router.aclose()
 
     # ---------------------------------------------------------------------- sessions
@@ -294,6 +297,9 @@ class Agent:
                 self.leases.idle_since = now  # try again after another TTL
 
     async def _restore(self, service: str) -> bool:
+        """Point ``service`` back at its original pods. Its agent port keeps forwarding to
+        them through the shadow Service for ``drain`` seconds (kube-proxy moves the Service a
+        moment later); only then do the listener and the shadow go."""
         async with self._lock(service):
             if self.leases.holders.get(service):
                 return False  # reserved again meanwhile
@@ -305,8 +311,21 @@ class Agent:
                 return False
             self._retry_at.pop(service, None)
             self.leases.forget(service, time.monotonic())
-            await self.router.close(service, drain=self.settings.drain)
-            return True
+        task = asyncio.create_task(self._retire(service), name=f"retire {service}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        return True
+
+    async def _retire(self, service: str) -> None:
+        await asyncio.sleep(self.settings.drain)
+        async with self._lock(service):
+            if self.leases.holders.get(service):
+                return  # a session intercepts it again: its listener and shadow stay
+            await self.router.close(service)
+            try:
+                await self.cluster.delete_shadow(service)
+            except Exception as exc:
+                log.error("cannot delete the shadow of %s: %s", service, exc)
 
     def _lock(self, service: str) -> asyncio.Lock:
         return self._locks.setdefault(service, asyncio.Lock())

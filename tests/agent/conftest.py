@@ -92,6 +92,7 @@ class RecordingCluster:
     host_keys: dict[str, str] = field(default_factory=dict)
     owned: list[dict[str, Any]] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
+    shadows_deleted: list[str] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
     deleted_self: int = 0
     restore_fails: bool = False
@@ -109,6 +110,9 @@ class RecordingCluster:
         if self.restore_fails:
             raise RuntimeError("API unreachable")
         self.restored.append(service)
+
+    async def delete_shadow(self, service: str) -> None:
+        self.shadows_deleted.append(service)
 
     async def forget_client_keys(self, sessions: Any) -> None:
         self.forgotten += list(sessions)

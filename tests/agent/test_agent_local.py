@@ -265,7 +265,7 @@ async def test_outbound_direct_channel_reaches_a_cluster_address(make_agent: Age
 async def test_a_dropped_session_is_routed_back_at_once_and_restored_after_grace(
     make_agent: AgentFactory, apps: Callable[..., App]
 ) -> None:
-    h = await make_agent(grace=0.6, drain=0.2)
+    h = await make_agent(grace=0.6, drain=0.5)
     local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
     link = await intercept(h, "me", local)
     port = agent_port(h)
@@ -276,7 +276,11 @@ async def test_a_dropped_session_is_routed_back_at_once_and_restored_after_grace
     assert h.cluster.restored == []
     await _until(lambda: h.cluster.restored == ["store"], 3)
     assert h.cluster.forgotten == ["me"]
+    # Draining: late connections still reach the original pods through the shadow.
+    assert await who(port) == "cluster/store-origin"
+    assert h.cluster.shadows_deleted == []
     await _until(lambda: "store" not in h.agent.router.services, 2)
+    assert h.cluster.shadows_deleted == ["store"]
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
 

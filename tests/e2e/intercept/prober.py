@@ -1,0 +1,139 @@
+"""An HTTP client that runs INSIDE the cluster (a pod on the python image, stdlib only) and
+calls services by name, so tests see what in-cluster callers see.
+
+Its control API (reached through a port-forward), JSON in and out:
+  POST /probe {"url", "n", "headers", "keepalive"}  -> n sequential requests, their results
+  POST /load  {"url", "rate", "seconds", "headers"} -> {"id"}: paced requests in the background
+  GET  /load/<id>                                   -> {"done", "results"}
+  POST /fetch {"url", "headers"}                    -> {"status", "body"} of one request
+  POST /mark                                        -> {"t"}: now, on the results' clock
+Each result: [t_start, status, served_by, pod, seconds, error].
+"""
+
+import http.client
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+T0 = time.monotonic()
+LOADS = {}
+
+
+def now():
+    return time.monotonic() - T0
+
+
+def one(url, headers, conn=None):
+    parts = urlsplit(url)
+    started = now()
+    try:
+        c = conn or http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=10)
+        c.request("GET", parts.path or "/", headers=headers)
+        r = c.getresponse()
+        body = r.read()
+        if conn is None:
+            c.close()
+        try:
+            data = json.loads(body)
+            who = (data.get("served_by"), data.get("pod"))
+        except ValueError:
+            who = (None, None)
+        return [round(started, 4), r.status, who[0], who[1], round(now() - started, 4), ""]
+    except Exception as exc:
+        if conn is not None:
+            conn.close()
+        err = f"{type(exc).__name__}: {exc}"[:120]
+        return [round(started, 4), 0, None, None, round(now() - started, 4), err]
+
+
+def probe(spec):
+    url, headers = spec["url"], spec.get("headers") or {}
+    conn = None
+    if spec.get("keepalive"):
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=10)
+    out = [one(url, headers, conn) for _ in range(int(spec.get("n", 1)))]
+    if conn is not None:
+        conn.close()
+    return out
+
+
+def load(lid, spec):
+    url, headers = spec["url"], spec.get("headers") or {}
+    rate, seconds = float(spec["rate"]), float(spec["seconds"])
+    total = int(rate * seconds)
+    results = [None] * total
+    counter = iter(range(total))
+    lock = threading.Lock()
+    start = time.monotonic() + 0.05
+
+    def worker():
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            results[i] = one(url, headers)
+
+    workers = int(spec.get("workers", 48))
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    LOADS[lid] = {"done": True, "results": results}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        path = urlsplit(self.path).path
+        if path == "/healthz":
+            self.reply({"ok": True})
+        elif path.startswith("/load/"):
+            self.reply(LOADS.get(path.rsplit("/", 1)[1], {"done": False}))
+        else:
+            self.send_error(404)
+
+    def do_POST(self):
+        spec = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        path = urlsplit(self.path).path
+        if path == "/probe":
+            self.reply(probe(spec))
+        elif path == "/load":
+            lid = str(len(LOADS) + 1)
+            LOADS[lid] = {"done": False}
+            threading.Thread(target=load, args=(lid, spec), daemon=True).start()
+            self.reply({"id": lid})
+        elif path == "/fetch":
+            parts = urlsplit(spec["url"])
+            c = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=10)
+            c.request("GET", parts.path or "/", headers=spec.get("headers") or {})
+            r = c.getresponse()
+            self.reply({"status": r.status, "body": r.read().decode(errors="replace")})
+            c.close()
+        elif path == "/mark":
+            self.reply({"t": now()})
+        else:
+            self.send_error(404)
+
+
+ThreadingHTTPServer.daemon_threads = True
+ThreadingHTTPServer(("0.0.0.0", 9000), Handler).serve_forever()

@@ -13,6 +13,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -44,7 +45,6 @@ from cockpit.core.intercept import (
     shadow_name,
     shadow_service,
 )
-from cockpit.core.rbac import AccessCheck, Permission
 from cockpit.errors import (
     AccessDeniedError,
     ClusterError,
@@ -83,10 +83,6 @@ class KubeJson(Protocol):
         what: str = "",
     ) -> Any: ...
 
-    def review_access(
-        self, namespace: str, permissions: Sequence[Permission]
-    ) -> list[AccessCheck]: ...
-
 
 @dataclass(frozen=True, slots=True)
 class AgentPod:
@@ -122,6 +118,37 @@ def _is_test_failure(exc: CockpitError) -> bool:
     # A JSON patch whose `test` op failed (the object changed since we read it) is answered
     # 422 with the generic "Invalid" message.
     return "rejected our request due to an error in our request" in exc.message
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """One verb on one resource, with what cockpit needs it for."""
+
+    verb: str
+    resource: str
+    group: str = ""
+    name: str = ""
+    why: str = ""
+
+    def describe(self) -> str:
+        group = f" ({self.group})" if self.group else ""
+        named = f" named {self.name}" if self.name else ""
+        return f"{self.verb} {self.resource}{group}{named}"
+
+    def review(self, namespace: str) -> dict[str, Any]:
+        """A SelfSubjectAccessReview asking for it."""
+        resource, _, sub = self.resource.partition("/")
+        attrs = {"namespace": namespace, "verb": self.verb, "group": self.group,
+                 "resource": resource}  # fmt: skip
+        if sub:
+            attrs["subresource"] = sub
+        if self.name:
+            attrs["name"] = self.name
+        return {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attrs},
+        }
 
 
 def permissions_needed() -> list[Permission]:
@@ -160,15 +187,24 @@ class AgentCluster:
 
     def check_access(self) -> None:
         """AccessDeniedError naming the first missing permission; nothing is written."""
-        missing = [
-            c for c in self.kube.review_access(self.ns, permissions_needed()) if not c.allowed
-        ]
+
+        def allowed(perm: Permission) -> bool:
+            data = self.kube.json(
+                "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                body=perm.review(self.ns), content_type="application/json",
+                what="review access",
+            )  # fmt: skip
+            return bool((data.get("status") or {}).get("allowed"))
+
+        perms = permissions_needed()
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="access-review") as pool:
+            missing = [p for p, ok in zip(perms, pool.map(allowed, perms), strict=True) if not ok]
         if missing:
-            perm = missing[0].permission
+            perm = missing[0]
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
             raise AccessDeniedError(
                 f"intercept needs permission to {perm.describe()} in namespace '{self.ns}'"
-                f"{more} ({perm.feature})",
+                f"{more} (to {perm.why.split(';')[0]})",
                 hint="'cockpit doctor' lists every missing permission",
             )
 
@@ -542,7 +578,7 @@ def _ready(pod: dict[str, Any]) -> bool:
 
 class ApiJson:
     """KubeJson over the official client's ApiClient: raw JSON in and out, errors mapped.
-    (``cockpit.adapters.kube.Kube`` offers the same two calls.)"""
+    (``cockpit.adapters.kube.Kube.json`` is the same call.)"""
 
     def __init__(self, api: Any) -> None:
         self.api = api  # kubernetes.client.ApiClient
@@ -591,22 +627,6 @@ class ApiJson:
         if not 200 <= resp.status < 300:
             raise _api_error(resp.status, data, what or f"{method} {path}")
         return json.loads(data) if data else None
-
-    def review_access(self, namespace: str, permissions: Sequence[Permission]) -> list[AccessCheck]:
-        out = []
-        for perm in permissions:
-            review = {
-                "apiVersion": "authorization.k8s.io/v1",
-                "kind": "SelfSubjectAccessReview",
-                "spec": {"resourceAttributes": perm.review_attributes(namespace)},
-            }
-            data = self.json(
-                "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=review,
-                content_type="application/json", what="review access",
-            )  # fmt: skip
-            status = data.get("status") or {}
-            out.append(AccessCheck(perm, bool(status.get("allowed")), status.get("reason", "")))
-        return out
 
 
 def _api_error(status: int, body: Any, what: str) -> CockpitError:

@@ -24,9 +24,10 @@ from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
+from textual.keys import key_to_character
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer
+from textual.widgets import DataTable, Footer, Input
 
 from cockpit.core.commands import Command, InterceptMode, Restart, ToggleForward, ToggleIntercept
 from cockpit.core.events import (
@@ -490,8 +491,23 @@ class CockpitApp(App[int]):
         service = self.selected_service()
         self._submit(ToggleForward(service=service), "port-forward", service)
 
+    def _focus(self, widget: Widget) -> None:
+        # Now, not after the queued messages: keys typed right after "/" (a fast typist,
+        # a paste, tmux send-keys) must land in the filter box, not in the pane before it.
+        self.main.set_focus(widget)
+
     def action_filter(self) -> None:
-        self.main.filter_bar.input.focus()
+        focused = self.focused
+        if isinstance(focused, Input):
+            # The filter key is a priority binding: in a text box it is just a character
+            # (a "/" in /regex/, or in the palette's search).
+            key = self._keys["filter"]
+            char = key if len(key) == 1 else key_to_character(textual_key(key))
+            if char:
+                focused.insert_text_at_cursor(char)
+            return
+        if self.screen is self.main:
+            self._focus(self.main.filter_bar.input)
 
     def action_clear(self) -> None:
         main = self.main
@@ -502,12 +518,12 @@ class CockpitApp(App[int]):
         if not logs.follow:
             logs.resume()
         if isinstance(self.focused, FilterInput):
-            logs.focus()
+            self._focus(logs)
 
     @on(FilterInput.Leave)
     def _filter_leave(self) -> None:
         self.action_clear()
-        self.main.logs.focus()
+        self._focus(self.main.logs)
 
     def action_logs(self) -> None:
         """``svc:NAME`` for the selected service in the filter; again to show every service."""
@@ -522,7 +538,7 @@ class CockpitApp(App[int]):
         wanted = f"svc:{service}"
         new_terms = others if current == [wanted] else [wanted, *others]
         bar.set_text(" ".join(new_terms))
-        self.main.logs.focus()
+        self._focus(self.main.logs)
 
     @on(FilterBar.Changed)
     def _filter_changed(self, message: FilterBar.Changed) -> None:
@@ -647,7 +663,7 @@ class CockpitApp(App[int]):
             result = logs.jump_to_seq(alert.log_seq)
             self.notify("Filter cleared to show the alert's line", timeout=3)
         if result is Jump.SHOWN:
-            logs.focus()
+            self._focus(logs)
             self._update_log_titles()
         else:
             self.notify("That log line has left the buffer; showing the alert", timeout=3)
@@ -735,7 +751,7 @@ class CockpitApp(App[int]):
             await asyncio.sleep(2.0)  # long enough to read why
         self._engine_stopped = True
         self._tick()  # show the last progress messages
-        self.exit(code)
+        self.exit(return_code=code)
 
     def _quit_screen(self) -> QuitScreen | None:
         for screen in reversed(self.screen_stack):

@@ -24,6 +24,9 @@ class KeySpec:
     help: str  # one sentence for the help screen, the palette and the README
     footer: bool = True  # shown in the footer (the footer is one line: keep it short)
     palette: bool = True  # offered in the command palette
+    # Handled before the focused pane sees the key: keys typed right after it (a paste, a
+    # fast typist) then reach the pane the action focuses instead of the old one.
+    priority: bool = False
 
 
 KEYS: tuple[KeySpec, ...] = (
@@ -49,6 +52,7 @@ KEYS: tuple[KeySpec, ...] = (
         "filter",
         "Filter",
         "Edit the log filter: text, /regex/, !negation, svc:NAME, level:warn, src:, kind:.",
+        priority=True,
     ),
     KeySpec(
         "clear",
@@ -188,6 +192,7 @@ def textual_bindings(keys: Mapping[str, str] | None = None) -> list[Binding]:
             key_display=display_key(keys.get(spec.id, spec.key)),
             id=spec.id,
             tooltip=spec.help,
+            priority=spec.priority,
         )
         for spec in KEYS
     ]
@@ -201,3 +206,7 @@ def markdown_table(keys: Mapping[str, str] | None = None, specs: Iterable[KeySpe
         key = display_key(keys.get(spec.id, spec.key)).replace("|", "\\|")
         rows.append(f"| `{key}` | `{spec.id}` | {spec.help} |")
     return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m cockpit.ui.bindings > the README's key table
+    print(markdown_table(), end="")

@@ -35,7 +35,9 @@ DEFAULT_MAX_LINES = 50_000
 # ANSI sequences (CSI, OSC) and C0 controls: a log line must never move the cursor or
 # change the terminal's colours under the UI.
 _CONTROL = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x08\x0b-\x1f\x7f]"
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, screen clears
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks
+    r"|[\x00-\x08\x0a-\x1f\x7f]"  # every other control but tab (expanded below)
 )
 _EMPTY_QUERY = Query("")
 

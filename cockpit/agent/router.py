@@ -177,7 +177,7 @@ class Router:
         if target is not None:
             try:
                 r, w = await asyncio.wait_for(
-                    self.links.open_reverse(target, service, port, peer), self.open_timeout
+                    self.links.open_reverse(target, service, port, peer), self.open_timeout * 2
                 )
                 return Upstream(target, r, w)
             except Exception as exc:

@@ -41,6 +41,7 @@ log = logging.getLogger("cockpit.agent")
 
 SUBSYSTEM = "cockpit"
 PROTOCOL_VERSION = 1
+OPEN_TIMEOUT = 1.0  # seconds a session has to accept a reverse channel
 SESSION_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -258,7 +259,17 @@ class Agent:
         conn = self.conns.get(session)
         if conn is None:
             raise ConnectionError(f"session {session} is not connected")
-        reader, writer = await conn.open_connection(service, port, peer[0], peer[1])
+        try:
+            reader, writer = await asyncio.wait_for(
+                conn.open_connection(service, port, peer[0], peer[1]), OPEN_TIMEOUT
+            )
+        except TimeoutError:
+            # A session that cannot confirm a channel is frozen or cut off (keepalives would
+            # tell the same a few seconds later): drop it now, so its traffic goes to the
+            # original pods instead of waiting on it.
+            log.warning("session %s does not answer: dropping it", session)
+            conn.abort()
+            raise
         return reader, writer
 
     # ------------------------------------------------------------------ crash safety

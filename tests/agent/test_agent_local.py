@@ -366,6 +366,33 @@ async def test_a_half_open_session_is_detected_by_keepalives(
     link.abort()
 
 
+async def test_a_frozen_session_is_dropped_on_its_first_unanswered_channel(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    """Keepalives are slow here on purpose: the first request finds out instead."""
+    h = await make_agent(keepalive=30)
+    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+    freezer = await Freezer.start(h.agent.ssh_port)
+    key = new_client_key()
+    h.cluster.keys["me"] = public_openssh(key)
+    link = await AgentLink.connect(
+        session="me", client_key=key, host_key=h.host_key, port=freezer.port, keepalive=30
+    )
+    await link.reserve("store", PORTS)
+    await link.expose("store", 8080, "127.0.0.1", local.port)
+    await link.route("store", "global", True)
+    port = agent_port(h)
+    assert await who(port) == "local/laptop"
+    freezer.thawed.clear()
+    t0 = time.monotonic()
+    assert await who(port) == "cluster/store-origin"
+    assert time.monotonic() - t0 < 1.5
+    assert "me" not in h.agent.conns
+    assert await who(port) == "cluster/store-origin"
+    freezer.close()
+    link.abort()
+
+
 async def test_the_idle_agent_deletes_itself(make_agent: AgentFactory) -> None:
     h = await make_agent(idle_ttl=0.3)
     link = await h.link("me")

@@ -13,6 +13,7 @@ from cockpit.adapters.protocols import ProcessFactory
 from cockpit.core.alerts import AlertRules
 from cockpit.core.commands import (
     Command,
+    InterceptMode,
     Quit,
     Restart,
     SetFilter,
@@ -37,6 +38,7 @@ from cockpit.core.query import Query, QueryError, parse_query
 from cockpit.core.state import SessionState, reduce
 from cockpit.engine.batcher import FLUSH_INTERVAL_SECONDS, MAX_BATCH_LINES, LogBatcher
 from cockpit.engine.bus import EventBus, Subscription
+from cockpit.engine.intercept import InterceptSession
 from cockpit.engine.supervisor import LocalSupervisor
 from cockpit.errors import CockpitError
 
@@ -80,6 +82,8 @@ class Engine:
         ring: LogRing | None = None,
         subscriber_max_events: int = 1_000,
         subscriber_max_lines: int = 20_000,
+        intercept: Callable[[str, Callable[[Event], None]], InterceptSession] | None = None,
+        intercept_mode: InterceptMode | None = None,
     ) -> None:
         local = config.local_service(service)  # a ConfigError names the file and line
         self.config = config
@@ -107,6 +111,12 @@ class Engine:
         self._started = False
         self._stopping: asyncio.Task[None] | None = None
         self.quit_requested = asyncio.Event()
+        # (session id, publish) -> the intercept of this service, built when first needed
+        # (blocking: it reads the kubeconfig); started with the session when a mode is given.
+        self._intercept_factory = intercept
+        self._intercept_mode = intercept_mode
+        self._intercept: InterceptSession | None = None
+        self._intercept_lock = asyncio.Lock()
         cwd = os.path.join(config.base_dir, local.cwd)
         env = session_environment(base_env, local.env, session_id=self.session_id, service=service)
         self._supervisor = LocalSupervisor(
@@ -145,6 +155,8 @@ class Engine:
         self._batcher.start()
         try:
             await self._supervisor.start()
+            if self._intercept_mode is not None:
+                await self._start_intercept(self._intercept_mode)
         except BaseException:
             await self.stop()
             raise
@@ -232,7 +244,7 @@ class Engine:
             message = f"filter: {command.query}" if command.query.strip() else "filter cleared"
             return self._result(command, True, message)
         if isinstance(command, ToggleIntercept):
-            return self._result(command, False, f"intercept is not available: {NO_CLUSTER_YET}")
+            return await self._toggle_intercept(command)
         if isinstance(command, ToggleForward):
             return self._result(
                 command, False, f"port-forwards are not available: {NO_CLUSTER_YET}"
@@ -256,6 +268,29 @@ class Engine:
         pid = await self._supervisor.restart()
         return self._result(command, True, f"restarted {target} (pid {pid})")
 
+    async def _toggle_intercept(self, command: ToggleIntercept) -> CommandResult:
+        if self._intercept_factory is None:
+            return self._result(command, False, f"intercept is not available: {NO_CLUSTER_YET}")
+        if command.service not in ("", self.service):
+            message = f"only {self.service}, the service running here, can be intercepted"
+            return self._result(command, False, message)
+        async with self._intercept_lock:
+            if self._intercept is None:
+                if command.on is False:
+                    return self._result(command, True, f"{self.service}: intercept off")
+                # The first intercept deploys the agent and points the Service at it.
+                intercept = await self._start_intercept(command.mode)
+                return self._result(command, True, f"{self.service}: {intercept.describe()}")
+        result = await self._intercept.toggle(command.mode, command.on)
+        return self._result(command, result.ok, result.message)
+
+    async def _start_intercept(self, mode: InterceptMode) -> InterceptSession:
+        assert self._intercept_factory is not None
+        intercept = await asyncio.to_thread(self._intercept_factory, self.session_id, self.publish)
+        await intercept.start(mode)  # a CockpitError leaves the cluster as it was
+        self._intercept = intercept
+        return intercept
+
     def _result(self, command: Command, ok: bool, message: str) -> CommandResult:
         return CommandResult(command.name, ok, message, command.request_id)
 
@@ -267,6 +302,9 @@ class Engine:
                 await task
         try:
             self.publish(Notice("session", f"stopping {self.service}"))
+            if self._intercept is not None:
+                # Traffic back to the cluster before the local process goes away.
+                await self._intercept.stop()
             await self._supervisor.stop()
             self.say(f"session {self.session_id} stopped")
         finally:

@@ -12,9 +12,15 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cockpit import __version__
 from cockpit.errors import CockpitError, UsageError
+
+if TYPE_CHECKING:
+    from cockpit.core.config import CockpitConfig
+    from cockpit.core.events import Event
+    from cockpit.engine.intercept import InterceptSession
 
 UI_MODULE = "cockpit.ui.app"
 _SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -85,7 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no UI: JSON lines on stdout, JSON commands on stdin, until SIGINT/SIGTERM",
     )
+    up.add_argument(
+        "--intercept",
+        choices=("global", "personal"),
+        help="start with the cluster's traffic for SERVICE coming here: all of it (global) or "
+        "requests carrying this session's header (personal)",
+    )
     up.set_defaults(handler=cmd_up)
+
+    down = commands.add_parser(
+        "down",
+        parents=[common],
+        help="clean up after a crash: restore intercepted services, remove the agent",
+    )
+    down.add_argument("--namespace", metavar="NS", help="the namespace (default: cockpit.yaml's)")
+    down.add_argument("--context", metavar="CTX", help="the kubeconfig context")
+    down.set_defaults(handler=cmd_down)
 
     validate = commands.add_parser(
         "validate", parents=[common], help="check cockpit.yaml and report every problem"
@@ -163,6 +184,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         base_env=dict(os.environ),
         context=target.context,
         namespace=target.namespace,
+        intercept=_intercept_factory(config, args.service, target.context, target.namespace),
+        intercept_mode=args.intercept,
     )
     if not args.headless:
         run_ui = _load_ui()
@@ -187,6 +210,63 @@ def cmd_up(args: argparse.Namespace) -> int:
         return asyncio.run(run_headless(engine, out=sys.stdout, stdin_fd=stdin_fd))
     finally:
         _quiet_closed_stdout()
+
+
+def _intercept_factory(
+    config: CockpitConfig, service: str, context: str, namespace: str
+) -> Callable[[str, Callable[[Event], None]], InterceptSession]:
+    """(session id, publish) -> the intercept of ``service`` (agent settings from the
+    ``COCKPIT_AGENT_*`` environment: image, grace, idle TTL, keepalive, drain)."""
+    local = config.local_service(service)
+
+    def make(session_id: str, publish: Callable[[Event], None]) -> InterceptSession:
+        from cockpit.core.agent_spec import AgentSettings
+        from cockpit.engine.intercept import kube_intercept
+
+        if local.port is None:
+            raise UsageError(
+                f"cannot intercept {service}: cockpit.yaml gives no port for it",
+                hint="set services.{service}.port to the port the local process listens on",
+            )
+        try:
+            settings = AgentSettings.from_env(os.environ)
+        except ValueError as exc:
+            raise UsageError(f"a COCKPIT_AGENT_* variable is not a number: {exc}") from exc
+        return kube_intercept(
+            kubeconfig=None,
+            context=context or None,
+            namespace=namespace,
+            service=service,
+            session_id=session_id,
+            local_port=local.port,
+            settings=settings,
+            extra_ports={p: p for p in local.extra_ports},
+            header=local.intercept.header,
+            value_template=local.intercept.value_template,
+            publish=publish,
+        )
+
+    return make
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from cockpit.adapters.configfile import kube_target, load_config
+    from cockpit.errors import ConfigError
+
+    try:
+        config = load_config(args.config)
+        target = kube_target(config)
+        context, namespace = args.context or target.context, args.namespace or target.namespace
+    except ConfigError:
+        if not args.namespace:
+            raise
+        context, namespace = args.context, args.namespace  # no cockpit.yaml needed
+
+    from cockpit.adapters.agent import AgentCluster, ApiJson
+
+    cluster = AgentCluster(ApiJson.from_kubeconfig(None, context or None), namespace)
+    print(f"cockpit: {cluster.teardown().summary(namespace)}")
+    return 0
 
 
 def _load_ui() -> Callable[..., int] | None:

@@ -105,6 +105,8 @@ class LocalProcess:
         transport, protocol = self._started()
         await asyncio.shield(protocol.exited)
         await self._drain(OUTPUT_DRAIN_SECONDS)
+        if protocol.pipes_closed.done():
+            transport.close()  # nothing left to read; a held pipe is closed by stop()
         code = transport.get_returncode()
         assert code is not None
         return code
@@ -215,13 +217,25 @@ class _LineSplitter:
         self.cut = 0  # bytes of the current line dropped past the limit
 
     def feed(self, chunk: bytes, ts: float) -> list[OutputLine]:
+        pieces = chunk.split(b"\n")
+        rest = pieces.pop()  # after the last newline: the start of an unfinished line
         lines: list[OutputLine] = []
-        start = 0
-        while (end := chunk.find(b"\n", start)) >= 0:
-            self._keep(chunk[start:end])
+        if pieces and (self.partial or self.cut):
+            self._keep(pieces.pop(0))
             lines.append(self._line(ts))
-            start = end + 1
-        self._keep(chunk[start:])
+        if pieces:
+            stream = self.stream
+            if max(map(len, pieces)) <= self.limit:
+                # The common case: one decode and one split for the whole chunk, in C.
+                texts = b"\n".join(pieces).decode("utf-8", "replace").split("\n")
+                if b"\r" in chunk:
+                    texts = [text.rstrip("\r") for text in texts]
+                lines.extend([OutputLine(stream, text, ts) for text in texts])
+            else:
+                for piece in pieces:
+                    self._keep(piece)
+                    lines.append(self._line(ts))
+        self._keep(rest)
         return lines
 
     def finish(self, ts: float) -> list[OutputLine]:

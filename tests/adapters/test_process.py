@@ -163,15 +163,17 @@ async def test_stop_kills_forked_children_and_grandchildren(
     # The parent forks two children; one of them ignores SIGTERM and forks a grandchild.
     code = (
         "import os, signal, time\n"
+        "def say_pid():\n"  # one write each, so lines of the four never interleave
+        "    os.write(1, f'pid {os.getpid()}\\n'.encode())\n"
         "def child(ignore):\n"
         "    if ignore: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         "    if ignore and os.fork() == 0:\n"
-        "        print('pid', os.getpid(), flush=True); time.sleep(300)\n"
-        "    print('pid', os.getpid(), flush=True); time.sleep(300)\n"
+        "        say_pid(); time.sleep(300)\n"
+        "    say_pid(); time.sleep(300)\n"
         "for ignore in (False, True):\n"
         "    if os.fork() == 0:\n"
         "        child(ignore)\n"
-        "print('pid', os.getpid(), flush=True)\n"
+        "say_pid()\n"
         "time.sleep(300)\n"
     )
     proc, out = await launch(python(code, tmp_path), started)
@@ -191,7 +193,7 @@ async def test_leader_exit_does_not_wait_for_a_child_holding_the_pipes(
 ) -> None:
     code = (
         "import os, sys, time\n"
-        "if os.fork() == 0:\n    print('child', os.getpid()); time.sleep(300)\n"
+        "if os.fork() == 0:\n    os.write(1, f'child {os.getpid()}\\n'.encode()); time.sleep(300)\n"
         "time.sleep(0.2); sys.exit(7)\n"
     )
     proc, out = await launch(python(code, tmp_path), started)
@@ -247,6 +249,21 @@ async def test_invalid_utf8_is_replaced_not_fatal(
     proc, out = await launch(python(code, tmp_path), started)
     assert await proc.wait() == 0
     assert out.texts() == ["caf\ufffd ok"]
+
+
+async def test_a_line_split_across_reads_is_joined_even_inside_a_character(
+    tmp_path: Path, started: list[LocalProcess]
+) -> None:
+    code = (
+        "import sys, time\n"
+        "out = sys.stdout.buffer\n"
+        "out.write(b'one\\r\\ntwo caf\\xc3'); out.flush(); time.sleep(0.3)\n"
+        "out.write(b'\\xa9\\r\\nthree\\n'); out.flush()\n"
+    )
+    proc, out = await launch(python(code, tmp_path), started)
+    assert await proc.wait() == 0
+    assert out.texts() == ["one", "two café", "three"]
+    assert out.calls == 2  # two reads: the line was held over between them
 
 
 async def test_ready_once_the_port_accepts_connections(

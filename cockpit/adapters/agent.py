@@ -299,16 +299,24 @@ class AgentCluster:
 
     def _raise_if_stuck(self, pod: dict[str, Any]) -> None:
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            waiting = (status.get("state") or {}).get("waiting") or {}
-            reason = waiting.get("reason", "")
-            if reason in FATAL_WAITING:
-                detail = " ".join(str(waiting.get("message", "")).split())[:200]
-                image = status.get("image") or self.settings.image
-                raise InterceptError(
-                    f"the cockpit agent cannot start: {reason} for image {image}"
-                    + (f": {detail}" if detail else ""),
-                    hint="set COCKPIT_AGENT_IMAGE to an image the cluster can pull",
-                )
+            image = status.get("image") or self.settings.image
+            state = status.get("state") or {}
+            waiting = state.get("waiting") or {}
+            ended = state.get("terminated") or (status.get("lastState") or {}).get("terminated")
+            if waiting.get("reason") in FATAL_WAITING:
+                reason, detail = waiting["reason"], waiting.get("message", "")
+            elif ended and (status.get("restartCount", 0) >= 1 or state.get("terminated")):
+                # The agent never exits on its own: ending once means it cannot run.
+                reason = f"{ended.get('reason') or 'exited'} (exit code {ended.get('exitCode')})"
+                detail = ended.get("message", "")
+            else:
+                continue
+            detail = " ".join(str(detail).split())[:200]
+            raise InterceptError(
+                f"the cockpit agent cannot start: {reason} for image {image}"
+                + (f": {detail}" if detail else ""),
+                hint="set COCKPIT_AGENT_IMAGE to an image the cluster can run",
+            )
 
     def _raise_if_unschedulable(self) -> None:
         try:
@@ -543,12 +551,13 @@ class AgentCluster:
 
     def delete_agent(self) -> list[str]:
         deleted = []
+        # The Deployment last: its garbage collector would race us for the others.
         for path, kind in (
-            (f"{self._apps}/deployments", "deployment"),
             (f"{self._rbac}/rolebindings", "rolebinding"),
             (f"{self._rbac}/roles", "role"),
             (f"{self._core}/serviceaccounts", "serviceaccount"),
             (f"{self._core}/configmaps", "configmap"),
+            (f"{self._apps}/deployments", "deployment"),
         ):
             if self._delete(f"{path}/{AGENT_NAME}", {"propagationPolicy": "Background"}):
                 deleted.append(f"{kind}/{AGENT_NAME}")

@@ -64,6 +64,8 @@ MIN_HEIGHT = 16
 WIDE_WIDTH = 150  # from here on (and TALL_HEIGHT) every pane is framed, with a side column
 TALL_HEIGHT = 36
 TICK = 0.05  # seconds between redraws: log lines reach the screen at most this late
+BUSY_LINES = 200  # lines waiting at a tick that make the stream "busy"
+BUSY_TICK = 0.1  # seconds between log repaints while busy
 CLEANUP_KEY = "cleanup"  # Notice key of the engine's teardown progress
 
 ShellCommand = Callable[[str], Sequence[str] | None]
@@ -174,6 +176,7 @@ class CockpitApp(App[int]):
         self._main: CockpitScreen | None = None
         self._too_small: TooSmallScreen | None = None
         self._last_sync_redraw = 0.0
+        self._last_log_flush = 0.0
         self._title_cache: dict[str, str] = {}
         # Problems found before the screen exists, notified once it does.
         self._startup_notices: list[tuple[str, str]] = []
@@ -299,10 +302,16 @@ class CockpitApp(App[int]):
             return
         main = self.main
         logs = main.logs
-        if self._pending_lines:
-            lines, self._pending_lines = self._pending_lines, []
-            logs.append(lines)
-            self._update_log_titles()
+        pending = self._pending_lines
+        if pending:
+            started = time.monotonic()
+            # A flood is drawn 10 times a second, a trickle 20: nobody reads 20k lines/s,
+            # and every repaint of a scrolling pane costs the keys a few milliseconds.
+            if len(pending) < BUSY_LINES or started - self._last_log_flush >= BUSY_TICK:
+                self._last_log_flush = started
+                self._pending_lines = []
+                logs.append(pending)
+                self._update_log_titles()
         now = self.clock()
         if now - self._last_sync_redraw >= 1.0:
             self._last_sync_redraw = now
@@ -392,7 +401,7 @@ class CockpitApp(App[int]):
         subtitle = "" if logs.follow else f"{follow_key} or end to follow"
         if logs.border_subtitle != subtitle:
             logs.border_subtitle = subtitle
-        main.filter_bar.set_counts(logs.shown, logs.total, filtering=logs.filtering)
+        main.filter_bar.set_filtering(logs.filtering)
 
     @on(LogView.StateChanged)
     def _log_state_changed(self) -> None:

@@ -127,7 +127,9 @@ def test_a_session_on_80x24_with_keys_and_clean_quit(terminal: Terminal, tmp_pat
     terminal.keys("/")
     terminal.type("level:loud")
     terminal.wait_for("unknown level 'loud'")
-    terminal.keys("C-u")
+    terminal.keys("Escape")  # clears the bar
+    terminal.wait_gone("unknown level")
+    terminal.keys("/")
     terminal.type("ZeroDivision")
     terminal.keys("Enter")
     terminal.wait_for("1 of ")
@@ -135,7 +137,7 @@ def test_a_session_on_80x24_with_keys_and_clean_quit(terminal: Terminal, tmp_pat
     terminal.wait_gone("1 of ")
 
     # a refused restart: the engine's reason shows in a notification and in the alerts
-    terminal.keys("Tab")  # back to the services table (focus moved to the logs)
+    terminal.keys("BTab")  # shift+tab: from the logs back to the services table
     terminal.keys("Down")
     terminal.keys("r")
     terminal.wait_for("restart denied")

@@ -34,7 +34,8 @@ class FilterInput(Input):
 
 
 class FilterBar(Horizontal):
-    """Prompt, query box and feedback (match count, or what is wrong with the query)."""
+    """Prompt, query box and feedback (what is wrong with the query, or that it is being
+    applied; the log pane's title says how many lines match)."""
 
     DEFAULT_CSS = """
     FilterBar {
@@ -87,6 +88,7 @@ class FilterBar(Horizontal):
         super().__init__(id=id)
         self._timer: Timer | None = None
         self._error: QueryError | None = None
+        self._filtering = False
 
     def compose(self) -> ComposeResult:
         yield Static(" / ", id="filter-prompt")
@@ -114,17 +116,13 @@ class FilterBar(Horizontal):
         if apply_now:
             self._check(text, delay=0)
 
-    def set_counts(self, shown: int, total: int, *, filtering: bool) -> None:
-        """Live feedback for a good query: how many lines it lets through."""
-        if self._error is not None:
+    def set_filtering(self, filtering: bool) -> None:
+        """Say so while the log pane re-scans its buffer (the counts are in its title)."""
+        if self._error is not None or filtering == self._filtering:
             return
-        feedback = self.query_one("#filter-feedback", Static)
-        if filtering:
-            feedback.update("filtering…")
-        elif self.text.strip():
-            feedback.update(f"{shown:,} of {total:,}")
-        else:
-            feedback.update("")
+        self._filtering = filtering
+        # Only on a change: updating a Static lays out the whole screen again.
+        self.query_one("#filter-feedback", Static).update("filtering…" if filtering else "")
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
@@ -147,9 +145,11 @@ class FilterBar(Horizontal):
             feedback.add_class("-error")
             feedback.update(Text(f"✖ {parsed.message} (at {parsed.position + 1})"))
             return
-        self._error = None
-        box.remove_class("-invalid")
-        feedback.remove_class("-error")
+        if self._error is not None:
+            self._error = None
+            box.remove_class("-invalid")
+            feedback.remove_class("-error")
+            feedback.update("")
         if delay:
             self._timer = self.set_timer(delay, lambda: self.post_message(self.Changed(parsed)))
         else:

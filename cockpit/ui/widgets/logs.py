@@ -60,10 +60,14 @@ def clean_text(text: str) -> str:
 
 
 def short_source(source: str, width: int) -> str:
-    """``source`` in at most ``width`` cells, cutting the middle (pod hashes end with the part
-    that tells replicas apart)."""
+    """``source`` in at most ``width`` cells: first without its ``/container``, then cut in the
+    middle (pod names end with the part that tells replicas apart)."""
     if len(source) <= width:
         return source
+    if "/" in source:
+        source = source.rsplit("/", 1)[0]
+        if len(source) <= width:
+            return source
     if width <= 3:
         return source[:width]
     tail = min(6, (width - 1) // 2)
@@ -140,6 +144,7 @@ class LogView(ScrollView, can_focus=True):
         self._dropped = 0  # dropped by this pane's ring
         self._source_index: dict[str, int] = {}  # colour of each source, in order of arrival
         self._labels: dict[str, str] = {}
+        self._widest_label = 0
         self._cache: LRUCache[tuple[int, int, bool], Strip] = LRUCache(1024)
         self.show_time = False
         self.source_width = 14
@@ -195,6 +200,10 @@ class LogView(ScrollView, can_focus=True):
             return
         start = self._base + len(self._lines)
         self._lines.extend(lines)
+        labels = self._labels
+        for line in lines:
+            if line.source not in labels:
+                self._new_source(line)
         before = len(self._shown)
         if self._query.is_empty:
             self._shown.extend(range(start, start + len(lines)))
@@ -204,6 +213,14 @@ class LogView(ScrollView, can_focus=True):
         added = len(self._shown) - before
         self._trim()
         self._after_growth(added)
+
+    def _new_source(self, line: LogLine) -> None:
+        label = self._labels[line.source] = source_label(line)
+        self._source_index[line.source] = len(self._source_index)
+        if len(label) > self._widest_label:
+            # The source column is as wide as the widest label (up to source_width).
+            self._widest_label = len(label)
+            self._cache.clear()
 
     def _trim(self) -> None:
         # Trim in chunks (25% slack) so the list move is paid once per many batches.
@@ -240,8 +257,20 @@ class LogView(ScrollView, can_focus=True):
         self.scroll_to(y=y, animate=False, immediate=True, force=True)
 
     def _set_virtual_size(self) -> None:
-        width = self.scrollable_content_region.width
-        self.virtual_size = Size(width, len(self._shown))
+        size = Size(self.scrollable_content_region.width, len(self._shown))
+        old = self.virtual_size
+        if size == old:
+            return
+        height = self.scrollable_content_region.height
+        if size.width == old.width and old.height > height and size.height > height:
+            # Growing while already scrolling: only the scrollbar changes. Assigning
+            # virtual_size would lay out the whole screen again (20 times a second under
+            # a busy stream); this is the path Textual itself takes for a resize without
+            # layout.
+            self.set_reactive(LogView.virtual_size, size)
+            self._scroll_update(size)
+            return
+        self.virtual_size = size
 
     def clear(self) -> None:
         self._lines.clear()
@@ -452,12 +481,11 @@ class LogView(ScrollView, can_focus=True):
             stamp = time.strftime("%H:%M:%S ", time.localtime(line.ts))
             segments.append(Segment(stamp, base + palette.muted))
         source = line.source
-        colour = self._source_index.setdefault(source, len(self._source_index))
-        label = self._labels.get(source)
-        if label is None:
-            label = self._labels[source] = source_label(line)
-        label = short_source(label, self.source_width).ljust(self.source_width)
-        segments.append(Segment(label, base + palette.source(colour)))
+        if source not in self._labels:
+            self._new_source(line)
+        label_width = min(self.source_width, self._widest_label)
+        label = short_source(self._labels[source], label_width).ljust(label_width)
+        segments.append(Segment(label, base + palette.source(self._source_index[source])))
         segments.append(Segment(" ", base))
         level = line.level
         if level >= Level.ERROR:
@@ -469,7 +497,11 @@ class LogView(ScrollView, can_focus=True):
         else:
             text_style = base
         segments.append(Segment(clean_text(line.text), text_style))
-        strip = Strip(segments).crop_extend(0, width, base)
+        strip = Strip(segments)
+        if strip.cell_length > width and width > 1:
+            # Cut lines say so; enter on the line shows all of it.
+            strip = Strip.join([strip.crop(0, width - 1), Strip([Segment("…", palette.muted)])])
+        strip = strip.crop_extend(0, width, base)
         if selected:
             strip = strip.apply_style(palette.cursor)
         return strip

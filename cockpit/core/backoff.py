@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 
 class Backoff:
-    """Delays growing by ``factor`` up to ``maximum``; reset when failures are ``reset_after`` apart.
+    """Delays growing by ``factor`` up to ``maximum``, reset after ``reset_after`` quiet seconds.
 
     Time is passed in (``now``) so the policy stays pure and testable without a clock.
     """

@@ -8,18 +8,24 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TextIO
 
 from cockpit.core.commands import Command, CommandParseError, parse_command
 from cockpit.core.events import CommandResult, Event, Level, LogBatch, LogLine
+from cockpit.core.query import Query
 from cockpit.engine.facade import EngineFacade
 
 MAX_COMMAND_BYTES = 1024 * 1024
 
 
-class QuittableEngine(EngineFacade, Protocol):
+class HeadlessEngine(EngineFacade, Protocol):
+    """The facade plus what headless mode reads: the quit flag and the log filter."""
+
     quit_requested: asyncio.Event
+
+    @property
+    def filter(self) -> Query: ...
 
 
 _LEVEL_NAMES = {level: level.name.lower() for level in Level}
@@ -42,10 +48,13 @@ def log_line_json(line: LogLine) -> dict[str, Any]:
     }
 
 
-def event_json(event: Event) -> list[dict[str, Any]]:
-    """One JSON object per log line, one per other event."""
+def event_json(event: Event, query: Query | None = None) -> list[dict[str, Any]]:
+    """One JSON object per log line (those ``query`` matches), one per other event."""
     if isinstance(event, LogBatch):
-        return [log_line_json(line) for line in event.lines]
+        if query is None or query.is_empty:
+            return [log_line_json(line) for line in event.lines]
+        matches = query.predicate()
+        return [log_line_json(line) for line in event.lines if matches(line)]
     return [event.to_json()]
 
 
@@ -68,13 +77,15 @@ class JsonLinesWriter:
 
 
 async def run_headless(
-    engine: QuittableEngine,
+    engine: HeadlessEngine,
     *,
     out: TextIO,
     stdin_fd: int | None = None,
     handle_signals: bool = True,
 ) -> int:
     """Run ``engine`` until a signal, a quit command or a closed stdout; 0 after a clean stop.
+
+    Log lines are printed when they match the filter last set (``{"cmd": "filter"}``).
 
     A failed start raises its CockpitError once everything is cleaned up.
     """
@@ -86,7 +97,9 @@ async def run_headless(
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     events = engine.events()
-    printer = asyncio.create_task(_print_events(events, writer), name="headless printer")
+    printer = asyncio.create_task(
+        _print_events(events, writer, lambda: engine.filter), name="headless printer"
+    )
     commands: asyncio.Task[None] | None = None
     starting = asyncio.create_task(engine.start(), name="engine start")
     try:
@@ -124,9 +137,11 @@ async def _first(*waitables: asyncio.Event | asyncio.Task[Any]) -> None:
                 waiter.cancel()
 
 
-async def _print_events(events: Any, writer: JsonLinesWriter) -> None:
+async def _print_events(
+    events: AsyncIterator[Event], writer: JsonLinesWriter, query: Callable[[], Query]
+) -> None:
     async for event in events:
-        writer.write(event_json(event))
+        writer.write(event_json(event, query()))
 
 
 async def _serve_commands(engine: EngineFacade, fd: int, writer: JsonLinesWriter) -> None:

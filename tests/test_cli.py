@@ -385,3 +385,31 @@ def test_up_without_headless_falls_back_when_there_is_no_ui(
         if run.proc.poll() is None:
             run.proc.kill()
             run.proc.wait()
+
+
+def test_headless_filter_command_narrows_the_printed_lines(
+    tmp_path: Path, headless: Callable[..., Headless]
+) -> None:
+    loop = (
+        "import itertools, sys, time\n"
+        "for n in itertools.count():\n"
+        "    print(f'info {n}'); print(f'ERROR boom {n}'); sys.stdout.flush(); time.sleep(0.02)\n"
+    )
+    (tmp_path / "cockpit.yaml").write_text(
+        f"services:\n  api:\n    command: {json.dumps([PY, '-c', loop])}\n"
+    )
+    run = headless("up", "api", "--headless", cwd=tmp_path)
+    run.until(lambda o: o["type"] == "LogLine" and o["text"].startswith("info"))
+    run.send({"cmd": "filter", "query": "level:error", "id": "f"})
+    result = run.until(lambda o: o["type"] == "CommandResult")
+    assert result["ok"] is True and result["message"] == "filter: level:error"
+    after = len(run.seen)
+    run.until(lambda o: o["type"] == "LogLine" and o["text"] == "ERROR boom 60", within=30)
+    shown = [o for o in run.seen[after:] if o["type"] == "LogLine"]
+    assert len(shown) >= 5
+    assert all(o["level"] == "error" and o["text"].startswith("ERROR boom") for o in shown)
+    run.send({"cmd": "filter", "query": "/(/", "id": "bad"})
+    bad = run.until(lambda o: o["type"] == "CommandResult" and o["request_id"] == "bad")
+    assert bad["ok"] is False and bad["message"].startswith("filter: bad /regex/")
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish() == 0

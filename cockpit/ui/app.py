@@ -317,6 +317,8 @@ class CockpitApp(App[int]):
             self._last_sync_redraw = now
             if self.view.syncs:
                 self.view.dirty.add(SYNC)  # "12s ago" moves on
+            if self.view.notices:
+                self.view.dirty.add(STATUS)  # an old notice leaves the status bar
         if self.view.dirty:
             self._redraw(self.view.dirty)
             self.view.dirty.clear()

@@ -7,6 +7,8 @@ pod readiness) costs one redraw, not one per event.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from cockpit.core.events import (
@@ -28,6 +30,7 @@ from cockpit.core.events import (
 )
 
 MAX_ALERTS = 500
+NOTICE_SECONDS = 15.0  # how long the status bar shows a notice
 
 # Parts of the screen; each is redrawn when its name is in SessionView.dirty.
 SERVICES = "services"
@@ -70,7 +73,18 @@ class SessionView:
     notices: dict[str, Notice] = field(default_factory=dict)
     # Notices not yet shown; same key supersedes (only the newest text is shown).
     fresh_notices: dict[str, Notice] = field(default_factory=dict)
+    notice_times: dict[str, float] = field(default_factory=dict)  # when each key last spoke
     dirty: set[str] = field(default_factory=set)
+    now: Callable[[], float] = time.monotonic
+
+    def current_notice(self, max_age: float = NOTICE_SECONDS) -> Notice | None:
+        """The newest notice, while it is fresh enough to be news."""
+        if not self.notices:
+            return None
+        key, notice = next(reversed(self.notices.items()))
+        if self.now() - self.notice_times.get(key, 0.0) > max_age:
+            return None
+        return notice
 
     def apply(self, event: Event) -> None:
         """Fold one event in (log batches are the log pane's business, not this view's)."""
@@ -113,7 +127,9 @@ class SessionView:
         elif isinstance(event, Alert):
             self.add_alert(event)
         elif isinstance(event, Notice):
+            self.notices.pop(event.key, None)  # re-insert: the newest notice is the last
             self.notices[event.key] = event
+            self.notice_times[event.key] = self.now()
             self.fresh_notices[event.key] = event
             self.dirty.add(STATUS)
         elif isinstance(event, LogBatch | CommandResult):

@@ -9,6 +9,7 @@ from textual.widgets import Markdown, Static
 
 from cockpit.core.commands import Restart, ToggleForward, ToggleIntercept
 from cockpit.core.events import (
+    Alert,
     CommandResult,
     ConnectionChanged,
     Level,
@@ -22,7 +23,17 @@ from cockpit.ui.app import CockpitApp
 from cockpit.ui.screens import DetailScreen, HelpScreen, QuitScreen, TooSmallScreen
 from cockpit.ui.widgets.filter import FilterInput
 
-from .fakes import FakeEngine, commands_of, lines_of, log_line, make_app, notices, settle, until
+from .fakes import (
+    FakeEngine,
+    commands_of,
+    demo_session,
+    lines_of,
+    log_line,
+    make_app,
+    notices,
+    settle,
+    until,
+)
 
 
 def screen_text(app: CockpitApp) -> str:
@@ -527,3 +538,32 @@ async def test_engine_event_stream_ending_early_is_survivable(engine: FakeEngine
         await asyncio.sleep(0)
         assert app.is_running
         assert "ui:events:" in app.view.alerts
+
+
+async def test_first_alert_after_the_placeholder_gets_narrow_columns() -> None:
+    engine = FakeEngine(initial=[e for e in demo_session() if not isinstance(e, Alert)])
+    app = make_app(engine)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(pilot)
+        assert "no alerts" in screen_text(app)
+        alert = next(e for e in demo_session() if isinstance(e, Alert))
+        engine.emit(alert)
+        await settle(pilot)
+        row = next(line for line in screen_text(app).splitlines() if "ZeroDivision" in line)
+        # the glyph column is one cell, not as wide as "no alerts"
+        assert "✖   ×2" in row  # noqa: RUF001
+
+
+async def test_a_notice_leaves_the_status_bar_after_a_while(engine: FakeEngine) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        now = [1000.0]
+        app.view.now = lambda: now[0]
+        engine.emit(Notice("session", "connecting to the agent"))
+        await settle(pilot)
+        assert "connecting to the agent" in screen_text(app)
+        now[0] += 60
+        app.view.dirty.add("status")
+        await settle(pilot)
+        assert "connecting to the agent" not in screen_text(app)

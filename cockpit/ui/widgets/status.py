@@ -67,19 +67,12 @@ class StatusBar(Static):
             text.append("  ")
             state = view.connections.get(name, "connecting")
             text.append_text(connection_cell(name, state, palette, short=not wide))
-        notice = _latest_notice(view)
+        notice = view.current_notice()
         if notice is not None:
-            style = palette.bad if notice[1] >= Level.ERROR else palette.muted
+            style = palette.bad if notice.level >= Level.ERROR else palette.muted
             text.append("  │ ", style=palette.muted)
-            text.append(notice[0], style=style)
+            text.append(notice.text, style=style)
         self.update(text)
-
-
-def _latest_notice(view: SessionView) -> tuple[str, Level] | None:
-    if not view.notices:
-        return None
-    notice = next(reversed(view.notices.values()))
-    return notice.text, notice.level
 
 
 class SessionSummary(Static):

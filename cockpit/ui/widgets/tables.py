@@ -53,6 +53,7 @@ class KeyedTable(DataTable[Text]):
         )
         self._columns: tuple[Column, ...] = ()
         self._rows: list[Row] = []
+        self._placeholder = False
 
     def selected_key(self) -> str | None:
         """The key of the row under the cursor (None when empty or on the placeholder)."""
@@ -71,7 +72,11 @@ class KeyedTable(DataTable[Text]):
     def show(self, columns: Sequence[Column], rows: Sequence[Row]) -> None:
         columns = tuple(columns)
         rows = list(rows)
-        if columns != self._columns:
+        placeholder = bool(rows) and rows[0][0] == PLACEHOLDER_KEY
+        # Column widths only grow: leaving the placeholder ("no alerts" in the first
+        # column) starts the columns afresh so they fit the real rows.
+        if columns != self._columns or placeholder != self._placeholder:
+            self._placeholder = placeholder
             selected = self.selected_key()
             self.clear(columns=True)
             for column in columns:

@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 .PHONY: venv check lint fmt typecheck test test-fast cluster-up cluster-down demo bench clean
 
 $(BIN)/cockpit: pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	test -x $(BIN)/pip || $(PY) -m venv --clear $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@

@@ -734,6 +734,9 @@ class CockpitApp(App[int]):
             self.notify(f"Shell into {service} ended with exit code {code}", severity="warning")
 
     def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)  # a remapped help key closes help too
+            return
         self.push_screen(HelpScreen(self._keys))
 
     async def action_quit(self) -> None:

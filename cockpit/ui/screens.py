@@ -3,40 +3,61 @@ instead of the cockpit when the terminal is too small to draw it."""
 
 from __future__ import annotations
 
+import io
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Markdown, Static
+from textual.widgets import Static
 
-from cockpit.ui.bindings import markdown_table
+from cockpit.ui.bindings import KEYS, display_key
 
-FILTER_HELP = """\
-## Filter language
+FILTER_TERMS: tuple[tuple[str, str], ...] = (
+    ('word  "two words"', "the text contains it (any case)"),
+    ("/regex/", "regex search: a lower-case pattern ignores case, /x/i always"),
+    ("!term", "inverts any term: !healthz  !svc:web"),
+    ("svc:api  svc:api,web", "lines of that service (or of either)"),
+    ("level:warn", "that level or worse: debug, info, warn, error, fatal"),
+    ("src:TEXT", "the source (pod/container) contains TEXT"),
+    ("kind:pod", "pod, local, event or cockpit"),
+)
 
-Terms are separated by spaces; every term must match.
+LOG_KEYS: tuple[tuple[str, str], ...] = (
+    ("↑ k  ↓ j", "move a cursor over the lines (pauses the stream)"),
+    ("pgup pgdn", "a page up or down"),
+    ("g home", "the first line held"),
+    ("G end", "follow the stream again"),
+    ("enter", "the whole line, with its source and time"),
+)
 
-| term | matches |
-|---|---|
-| `word` / `"two words"` | text contains it (any case) |
-| `/regex/` | regex search; lower-case pattern ignores case, `/x/i` always |
-| `!term` | inverts any term: `!healthz`, `!svc:web` |
-| `svc:api` / `svc:api,web` | lines of that service (or of either) |
-| `level:warn` | that level or worse: debug, info, warn, error, fatal |
-| `src:TEXT` | the source (pod/container) contains TEXT |
-| `kind:pod` | pod, local, event or cockpit |
-"""
 
-LOG_KEYS_HELP = """\
-## In the log pane
-
-`↑`/`k` `↓`/`j` move a cursor (and pause), `pgup`/`pgdn` page, `g`/`home` first line,
-`G`/`end` follow again, `enter` shows the whole line.
-"""
+def _grid(rows: Sequence[tuple[str, ...]], *, headers: Sequence[str] = ()) -> Table:
+    # Keys stay on one line and narrow; the description takes the rest of the width and
+    # wraps (a Markdown table splits the width evenly, which on 80 columns wraps the keys).
+    columns = len(headers) if headers else len(rows[0]) if rows else 0
+    table = Table(
+        box=None,
+        show_header=bool(headers),
+        header_style="bold",
+        pad_edge=False,
+        padding=(0, 2, 0, 0),
+        expand=True,
+    )
+    for index in range(columns):
+        table.add_column(
+            headers[index] if headers else "",
+            no_wrap=index != 1,
+            ratio=1 if index == 1 else None,
+        )
+    for row in rows:
+        table.add_row(Text(row[0], style="bold"), *(Text(cell) for cell in row[1:]))
+    return table
 
 
 class HelpScreen(ModalScreen[None]):
@@ -51,13 +72,18 @@ class HelpScreen(ModalScreen[None]):
         align: center middle;
     }
     HelpScreen > VerticalScroll {
-        width: 96;
+        width: 100;
         max-width: 100%;
         height: 90%;
         border: round $primary;
-        border-title-color: $primary;
+        border-title-color: $text-primary;
         background: $surface;
         padding: 0 1;
+    }
+    HelpScreen .help-heading {
+        color: $text-primary;
+        text-style: bold;
+        margin: 1 0 0 0;
     }
     """
 
@@ -69,14 +95,26 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll() as scroll:
             scroll.border_title = "Help"
             scroll.border_subtitle = "esc to close"
-            yield Markdown(
-                "## Keys\n\n"
-                + markdown_table(self._keys)
-                + "\n"
-                + LOG_KEYS_HELP
-                + "\n"
-                + FILTER_HELP
-            )
+            yield Static("Keys", classes="help-heading")
+            rows = [
+                (display_key(self._keys.get(spec.id, spec.key)), spec.help, spec.id)
+                for spec in KEYS
+            ]
+            yield Static(_grid(rows, headers=("key", "what it does", "id (keys: in config)")))
+            yield Static("In the log pane", classes="help-heading")
+            yield Static(_grid(LOG_KEYS))
+            yield Static("Filter language (every term must match)", classes="help-heading")
+            yield Static(_grid(FILTER_TERMS))
+
+    @property
+    def text(self) -> str:
+        """The help as plain text (what the tests read)."""
+        parts: list[str] = []
+        for static in self.query(Static):
+            console = Console(width=200, record=True, file=io.StringIO())
+            console.print(static.content)
+            parts.append(console.export_text())
+        return "\n".join(parts)
 
     def action_dismiss(self, result: None = None) -> None:  # type: ignore[override]
         self.dismiss(None)

@@ -55,18 +55,27 @@ class StatusBar(Static):
         text.append(context or "…", style=palette.bold)
         text.append("/", style=palette.muted)
         text.append(namespace or "…", style=palette.bold)
-        if service:
-            text.append("  local ", style=palette.muted)
-            text.append(service, style=palette.accent)
-        if session:
-            text.append("  session ", style=palette.muted)
-            text.append(session[:8] if not wide else session)
+
+        # Connections matter more than names: when the bar is short, the names go first.
         names = [name for name in KNOWN_CONNECTIONS if name in view.connections]
         names += sorted(name for name in view.connections if name not in KNOWN_CONNECTIONS)
+        connections = Text()
         for name in names or ["api", "agent"]:
-            text.append("  ")
+            connections.append("  ")
             state = view.connections.get(name, "connecting")
-            text.append_text(connection_cell(name, state, palette, short=not wide))
+            connections.append_text(connection_cell(name, state, palette, short=not wide))
+        extras = Text()
+        if service:
+            extras.append("  local ", style=palette.muted)
+            extras.append(service, style=palette.accent)
+        if session:
+            extras.append("  session ", style=palette.muted)
+            extras.append(session[:8] if not wide else session)
+        width = self.size.width or 10_000
+        if text.cell_len + extras.cell_len + connections.cell_len <= width:
+            text.append_text(extras)
+        text.append_text(connections)
+
         notice = view.current_notice()
         if notice is not None:
             style = palette.bad if notice.level >= Level.ERROR else palette.muted

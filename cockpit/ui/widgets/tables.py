@@ -77,6 +77,7 @@ class KeyedTable(DataTable[Text]):
         # column) starts the columns afresh so they fit the real rows.
         if columns != self._columns or placeholder != self._placeholder:
             self._placeholder = placeholder
+            self.show_header = not placeholder  # "no alerts" needs no column names
             selected = self.selected_key()
             self.clear(columns=True)
             for column in columns:

@@ -9,9 +9,12 @@ panes whose data changed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -169,6 +172,7 @@ class CockpitApp(App[int]):
         self._cleanup_steps: list[str] = []
         self._quitting = False
         self._engine_stopped = False
+        self._stopping: asyncio.Future[None] | None = None
         self._engine_started = False
         self._crash: BaseException | None = None
         self._theme_names: list[str] = []
@@ -754,7 +758,7 @@ class CockpitApp(App[int]):
     async def _stop_engine(self) -> None:
         code = 0
         try:
-            await self.engine.stop()
+            await self.stop_engine()
         except Exception as exc:
             code = exc.exit_code if isinstance(exc, CockpitError) else 1
             screen = self._quit_screen()
@@ -763,9 +767,23 @@ class CockpitApp(App[int]):
                 screen.add_step(message)
             self.notify(message, severity="error")
             await asyncio.sleep(2.0)  # long enough to read why
-        self._engine_stopped = True
         self._tick()  # show the last progress messages
         self.exit(return_code=code)
+
+    async def stop_engine(self) -> None:
+        """Stop the engine once, however many ways out ask for it at the same time (q, a
+        closed terminal, the end of run_ui); every caller waits for the same teardown."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self.engine.stop())
+        try:
+            await asyncio.shield(self._stopping)
+        finally:
+            if self._stopping.done():
+                self._engine_stopped = True
+
+    @property
+    def engine_stopped(self) -> bool:
+        return self._engine_stopped
 
     def _quit_screen(self) -> QuitScreen | None:
         for screen in reversed(self.screen_stack):
@@ -844,6 +862,12 @@ def _one_line(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _say(message: str) -> None:
+    """A line on stderr, if there still is a terminal to read it."""
+    with contextlib.suppress(OSError, ValueError):
+        print(message, file=sys.stderr, flush=True)
+
+
 def write_crash_report(error: BaseException | None) -> Path | None:
     """Append the traceback to ``$XDG_STATE_HOME/cockpit/ui-crash.log``; None if it can't."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -889,18 +913,42 @@ def run_ui(
     )
 
     async def main() -> int:
+        loop = asyncio.get_running_loop()
+        leaving: list[asyncio.Task[None]] = []
+
+        async def stop_then_leave(sig: signal.Signals) -> None:
+            with contextlib.suppress(Exception):
+                await app.stop_engine()
+            if sig == signal.SIGHUP:
+                # No terminal to give back, and Textual's teardown can block writing to
+                # the one that is gone: the session is cleaned up, so leave now.
+                os._exit(128 + sig)
+            # A terminal to restore: let Textual do it, but don't hang on it.
+            threading.Timer(5.0, os._exit, (128 + sig,)).start()
+            app.exit(return_code=128 + sig)
+
+        def on_signal(sig: signal.Signals) -> None:
+            # SSH dropped, the window closed, or `kill`: nobody may watch, but the cluster
+            # must still be put back as it was.
+            if not leaving:
+                leaving.append(loop.create_task(stop_then_leave(sig)))
+
+        handled = []
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, on_signal, sig)
+                handled.append(sig)
         try:
             await app.run_async()
         finally:
-            if not app._engine_stopped:
-                print("cockpit: stopping the session…", file=sys.stderr, flush=True)
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+            if not app.engine_stopped:
+                _say("cockpit: stopping the session…")
                 try:
-                    await engine.stop()
+                    await app.stop_engine()
                 except Exception as exc:
-                    print(
-                        f"cockpit: cleanup failed: {_one_line(exc)} (run `cockpit down`)",
-                        file=sys.stderr,
-                    )
+                    _say(f"cockpit: cleanup failed: {_one_line(exc)} (run `cockpit down`)")
                     return exc.exit_code if isinstance(exc, CockpitError) else 1
         return app.return_code or 0
 

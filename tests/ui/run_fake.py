@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import sys
 import time
@@ -54,6 +55,9 @@ class StreamingEngine(FakeEngine):
         if self._task is not None:
             self._task.cancel()
         await super().stop()
+        marker = os.environ.get("COCKPIT_FAKE_STOPPED")
+        if marker:  # the tmux tests check that a closed terminal still cleans up
+            await asyncio.to_thread(Path(marker).write_text, "stopped\n")
 
     async def _stream(self) -> None:
         seq = 100

@@ -95,7 +95,10 @@ class Terminal:
         return screen
 
     def kill(self) -> None:
+        socket_path = self.tmux("display-message", "-p", "#{socket_path}").strip()
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+        if socket_path:  # a killed server can leave its socket file behind
+            Path(socket_path).unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -107,6 +110,7 @@ def terminal(tmp_path: Path) -> Iterator[Terminal]:
 
 def _start(terminal: Terminal, tmp_path: Path, width: int, height: int, *args: str) -> None:
     env = {
+        "COCKPIT_FAKE_STOPPED": str(tmp_path / "stopped"),
         "TERM": "tmux-256color",
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
         "XDG_STATE_HOME": str(tmp_path / "state"),
@@ -196,3 +200,14 @@ def test_remapped_key_from_config_works_in_the_terminal(terminal: Terminal, tmp_
     terminal.keys("?")  # no longer the help key: nothing opens
     time.sleep(0.5)
     assert "intercept_personal" not in terminal.screen()
+
+
+def test_closing_the_terminal_still_stops_the_session(terminal: Terminal, tmp_path: Path) -> None:
+    _start(terminal, tmp_path, 100, 30)
+    terminal.wait_for("Services (3)")
+    terminal.kill()  # the pane's processes get SIGHUP, as when an SSH connection drops
+    marker = tmp_path / "stopped"
+    deadline = time.monotonic() + 15
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), "the engine was not stopped after the terminal went away"

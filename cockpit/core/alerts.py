@@ -41,7 +41,8 @@ _MAX_BLANKS_BEFORE_CHAIN = 2
 _HASH = "[bcdfghjklmnpqrstvwxz0-9]"
 _VARIABLE = re.compile(
     # 2024-05-01T10:00:00.123Z, 2024/05/01 10:00:00,123 +0200, 10:00:00.5
-    r"(\d{4}[-/]\d{2}[-/]\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2}\b)?"
+    r"(\d{4}[-/]\d{2}[-/]\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?(?:[.,]\d+)?)?"
+    r"(?:Z| ?[+-]\d{2}:?\d{2}\b)?"
     r"|\b\d{2}:\d{2}:\d{2}(?:[.,]\d+)?)"
     r"|(\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)"
     # Pod names: Deployment "store-7d9f8c6b5-x2k4p", DaemonSet/Job "agent-x2k4p" (a
@@ -260,15 +261,15 @@ class AlertRules:
         tb.alert_key = key
         return alert
 
-    def flush(self) -> list[Alert]:
-        """Finish tracebacks still being collected (their source ended): their alerts."""
-        alerts = [
-            self._complete(tb, tb.first_ts, None)
-            for tb in self._tracebacks.values()
-            if not tb.alert_key
-        ]
-        self._tracebacks.clear()
-        return alerts
+    def flush(self, source: str | None = None) -> list[Alert]:
+        """Alerts of tracebacks cut off by the end of their stream: ``source``'s, or all."""
+        if source is None:
+            ended = list(self._tracebacks.values())
+            self._tracebacks.clear()
+        else:
+            one = self._tracebacks.pop(source, None)
+            ended = [] if one is None else [one]
+        return [self._complete(tb, tb.first_ts, None) for tb in ended if not tb.alert_key]
 
     def raise_alert(
         self,

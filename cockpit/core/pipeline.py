@@ -50,9 +50,10 @@ class LogPipeline:
                 if detected is not None and detected is not _INFO:
                     set_level(line, detected)
                     level = detected
-            # Below WARNING, only a line of a traceback in progress can matter to the
-            # rules (a traceback's first line is ERROR): most lines skip the call.
-            if level >= _WARNING or tracebacks:
+            # Below WARNING, only a line of a traceback in progress on its source can
+            # matter to the rules (a traceback's first line is ERROR): most lines skip
+            # the call.
+            if level >= _WARNING or (tracebacks and line.source in tracebacks):
                 raised = feed(line)
                 if raised:
                     alerts.extend(raised)
@@ -60,6 +61,6 @@ class LogPipeline:
                     set_level(line, _ERROR)
         return stored, alerts
 
-    def flush(self) -> list[Alert]:
+    def flush(self, source: str | None = None) -> list[Alert]:
         """Alerts of tracebacks cut off by the end of their stream (call when one ends)."""
-        return self.rules.flush()
+        return self.rules.flush(source)

@@ -14,6 +14,7 @@ control pauses the reading side whenever the writing side's buffer is full.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import json
@@ -21,17 +22,20 @@ import logging
 import os
 import ssl
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
+from cockpit.adapters import spdy
 from cockpit.adapters import websocket as ws
 from cockpit.errors import AccessDeniedError, ClusterError, CockpitError, NotFoundError
 
 log = logging.getLogger(__name__)
 
 PORTFORWARD_PROTOCOL = "v4.channel.k8s.io"
+_SPDY_PROTOCOL = "portforward.k8s.io"
 _DATA, _ERROR = 0, 1
 _DATA_PREFIX = b"\x00"
 # Frames we send carry at most this much: the kubelet reads whole frames into memory.
@@ -91,6 +95,17 @@ class ApiServer:
         self._refreshes = refreshes  # the credential may change (exec plugin, OIDC)
         self._auth_cache: tuple[float, str | None] | None = None
         self._auth_lock = asyncio.Lock()
+        self.transport = "spdy"  # how streams are carried: "spdy" or "websocket"
+        # SPDY connections by (namespace, pod), per event loop: a connection belongs to the
+        # loop that opened it.
+        self._spdy: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop,
+            tuple[dict[tuple[str, str], _SpdyConnection], dict[tuple[str, str], asyncio.Lock]],
+        ] = weakref.WeakKeyDictionary()
+
+    def spdy_pool(self) -> tuple[dict[tuple[str, str], _SpdyConnection], dict[Any, asyncio.Lock]]:
+        """This event loop's SPDY connections and the locks that keep one per pod."""
+        return self._spdy.setdefault(asyncio.get_running_loop(), ({}, {}))
 
     @classmethod
     def from_configuration(cls, cfg: Any) -> ApiServer:
@@ -238,42 +253,27 @@ def _status_message(body: bytes, fallback: str) -> str:
     return str(message) if message else fallback
 
 
-class _PortForwardSocket(asyncio.BufferedProtocol):
-    """The protocol on the TLS connection: upgrade handshake, then the channel demux.
+class _Upgraded(asyncio.BufferedProtocol):
+    """A TLS connection to the API server upgraded from HTTP/1.1 (websocket or SPDY): the
+    handshake and its errors, shared by both.
 
     Buffered: TLS decrypts straight into ``_buf``; the data chunks handed on are views of it,
     valid during the call only (the relay writes them to the local socket at once; any other
     protocol gets a bytes copy).
     """
 
-    def __init__(self, key: str, what: str) -> None:
+    def __init__(self, what: str) -> None:
         loop = asyncio.get_running_loop()
         self.loop = loop
-        self.key = key
         self.what = what  # "pod 'store-abc' port 8080 in namespace 'shop'", for messages
         self.tls: asyncio.Transport = None  # type: ignore[assignment]
         self.upgraded: asyncio.Future[bytes] = loop.create_future()  # bytes after the head
-        self.closed = loop.create_future()
+        self.rest = b""  # what came right after the 101 answer
         self._head = bytearray()
         self._answer: ws.HttpAnswer | None = None
-        self.app: asyncio.BaseProtocol = asyncio.Protocol()
-        self.app_views = False  # the app protocol takes memoryview chunks (no copy)
-        self.closing = False
-        self._close_sent = False
-        self._decoder = ws.FrameDecoder(self._on_data, self._on_control)
-        self._channel = _DATA
-        self._prefix_left = [2, 2]  # each channel starts with the 2-byte port number
-        self._error = bytearray()
         self._protocol_error: Exception | None = None
-        self._local_eof = False
-        self._last_rx = 0.0
-        self._grace: asyncio.TimerHandle | None = None
-        self._paused_app = False
-        self._pending: list[memoryview] = []  # data chunks decoded from the current read
         self._buf = bytearray(_READ_SIZE)
         self._view = memoryview(self._buf)
-
-    # -- asyncio.Protocol on the TLS transport --
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.tls = transport  # type: ignore[assignment]
@@ -287,7 +287,96 @@ class _PortForwardSocket(asyncio.BufferedProtocol):
     def data_received(self, data: bytes | memoryview) -> None:
         if not self.upgraded.done():
             self._handshake_data(bytes(data))
+        else:
+            self._frames(data)
+
+    def _frames(self, data: bytes | memoryview) -> None:
+        raise NotImplementedError
+
+    def _accept(self, answer: ws.HttpAnswer) -> None:
+        """Raise WebSocketError when the 101 answer is not the protocol asked for."""
+        raise NotImplementedError
+
+    def _handshake_data(self, data: bytes) -> None:
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._head) > _HANDSHAKE_LIMIT:
+                self._protocol_error = ws.WebSocketError("the API server's answer is too long")
+                self.tls.abort()
             return
+        if self._answer is None:
+            try:
+                self._answer = ws.parse_response_head(bytes(self._head[:end]))
+            except ws.WebSocketError as exc:
+                self._protocol_error = exc
+                self.tls.abort()
+                return
+        if self._answer.status == 101:
+            try:
+                self._accept(self._answer)
+            except ws.WebSocketError as exc:
+                self._protocol_error = exc
+                self.tls.abort()
+                return
+            rest = bytes(self._head[end + 4 :])
+            self._head = bytearray()
+            self.upgraded.set_result(rest)
+            return
+        # An error answer: wait for its whole body (a Kubernetes Status), then fail.
+        length = int(self._answer.headers.get("content-length", "-1") or -1)
+        if 0 <= length <= len(self._head) - end - 4:
+            self.tls.close()
+
+    def _fail_handshake(self, exc: Exception | None) -> None:
+        answer = self._answer
+        if answer is not None and (
+            (answer.status == 101 and self._protocol_error is not None)
+            or answer.status in (400, 426, 501)
+        ):
+            error: CockpitError = UpgradeRefusedError(
+                f"port-forward to {self.what} failed: {self._protocol_error or answer.status}"
+            )
+        elif answer is None or answer.status == 101:
+            reason = self._protocol_error or exc or "connection closed"
+            error = PortForwardError(f"port-forward to {self.what} failed: {reason}")
+        else:
+            body = bytes(self._head[self._head.find(b"\r\n\r\n") + 4 :])
+            message = _status_message(body, f"HTTP {answer.status} {answer.reason}")
+            if answer.status == 404:
+                error = NotFoundError(f"{message} (port-forward to {self.what})")
+            elif answer.status in (401, 403):
+                error = AccessDeniedError(message)
+            else:
+                error = PortForwardError(f"port-forward to {self.what} failed: {message}")
+        self.upgraded.set_exception(error)
+        self.upgraded.exception()  # retrieved here: nobody may be waiting any more
+
+
+class _PortForwardSocket(_Upgraded):
+    """One websocket (``v4.channel.k8s.io``) carrying one TCP connection: the channel demux."""
+
+    def __init__(self, key: str, what: str) -> None:
+        super().__init__(what)
+        self.key = key
+        self.app: asyncio.BaseProtocol = asyncio.Protocol()
+        self.app_views = False  # the app protocol takes memoryview chunks (no copy)
+        self.closing = False
+        self._close_sent = False
+        self._decoder = ws.FrameDecoder(self._on_data, self._on_control)
+        self._channel = _DATA
+        self._prefix_left = [2, 2]  # each channel starts with the 2-byte port number
+        self._error = bytearray()
+        self._local_eof = False
+        self._last_rx = 0.0
+        self._grace: asyncio.TimerHandle | None = None
+        self._paused_app = False
+        self._pending: list[memoryview] = []  # data chunks decoded from the current read
+
+    def _accept(self, answer: ws.HttpAnswer) -> None:
+        ws.check_upgrade(answer, self.key, (PORTFORWARD_PROTOCOL,))
+
+    def _frames(self, data: bytes | memoryview) -> None:
         try:
             self._decoder.feed(data)
         except ws.WebSocketError as exc:
@@ -325,8 +414,6 @@ class _PortForwardSocket(asyncio.BufferedProtocol):
                 with contextlib.suppress(Exception):
                     self.app.eof_received()  # type: ignore[attr-defined]
             self.app.connection_lost(error)
-        if not self.closed.done():
-            self.closed.set_result(None)
 
     def pause_writing(self) -> None:
         if self._answer is not None:
@@ -337,56 +424,6 @@ class _PortForwardSocket(asyncio.BufferedProtocol):
         if self._paused_app:
             self._paused_app = False
             self.app.resume_writing()
-
-    # -- handshake --
-
-    def _handshake_data(self, data: bytes) -> None:
-        self._head += data
-        end = self._head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._head) > _HANDSHAKE_LIMIT:
-                self._protocol_error = ws.WebSocketError("the API server's answer is too long")
-                self.tls.abort()
-            return
-        if self._answer is None:
-            try:
-                self._answer = ws.parse_response_head(bytes(self._head[:end]))
-            except ws.WebSocketError as exc:
-                self._protocol_error = exc
-                self.tls.abort()
-                return
-        if self._answer.status == 101:
-            try:
-                ws.check_upgrade(self._answer, self.key, (PORTFORWARD_PROTOCOL,))
-            except ws.WebSocketError as exc:
-                self._protocol_error = exc
-                self.tls.abort()
-                return
-            rest = bytes(self._head[end + 4 :])
-            self._head = bytearray()
-            self.upgraded.set_result(rest)
-            return
-        # An error answer: wait for its whole body (a Kubernetes Status), then fail.
-        length = int(self._answer.headers.get("content-length", "-1") or -1)
-        if 0 <= length <= len(self._head) - end - 4:
-            self.tls.close()
-
-    def _fail_handshake(self, exc: Exception | None) -> None:
-        answer = self._answer
-        if answer is None or answer.status == 101:
-            reason = self._protocol_error or exc or "connection closed"
-            error: CockpitError = PortForwardError(f"port-forward to {self.what} failed: {reason}")
-        else:
-            body = bytes(self._head[self._head.find(b"\r\n\r\n") + 4 :])
-            message = _status_message(body, f"HTTP {answer.status} {answer.reason}")
-            if answer.status == 404:
-                error = NotFoundError(f"{message} (port-forward to {self.what})")
-            elif answer.status in (401, 403):
-                error = AccessDeniedError(message)
-            else:
-                error = PortForwardError(f"port-forward to {self.what} failed: {message}")
-        self.upgraded.set_exception(error)
-        self.upgraded.exception()  # retrieved here: nobody may be waiting any more
 
     # -- frames --
 
@@ -471,34 +508,468 @@ class _PortForwardSocket(asyncio.BufferedProtocol):
             self.tls.close()
 
 
-async def connect_pod_port(
-    api: ApiServer,
-    namespace: str,
-    pod: str,
-    port: int,
-    protocol_factory: Callable[[], asyncio.BaseProtocol],
-    *,
-    connect_timeout: float = 10.0,
-) -> tuple[PodPortTransport, asyncio.BaseProtocol]:
-    """Open a stream to ``pod``'s ``port`` and run ``protocol_factory()`` on it.
+# -- SPDY: one connection per pod, a stream pair per TCP connection -----------------------
 
-    Raises NotFoundError (no such pod), AccessDeniedError, or PortForwardError (pod not
-    running, API server unreachable, timeout), each with one line.
-    """
-    what = f"pod '{pod}' port {port} in namespace '{namespace}'"
-    key = ws.new_key()
-    target = (
-        f"{api.base_path}/api/v1/namespaces/{quote(namespace, safe='')}"
-        f"/pods/{quote(pod, safe='')}/portforward?ports={port}"
-    )
+# Data held for streams whose reader paused, across one connection, before the whole
+# connection stops reading (SPDY as the kubelet speaks it has no per-stream flow control).
+_SPDY_BUFFER_LIMIT = 8 * 1024 * 1024
+# A pooled connection with no stream open is closed after this long.
+_SPDY_IDLE = 30.0
+_EOF = object()
+# How long a finished data stream waits for its error stream to end too.
+_ERROR_WAIT = 2.0
+
+
+class _SpdyConnection(_Upgraded):
+    """One SPDY/3.1 connection to one pod's port-forward, carrying every stream to it."""
+
+    def __init__(
+        self, what: str, pool: dict[tuple[str, str], _SpdyConnection], key: tuple[str, str]
+    ) -> None:
+        super().__init__(what)
+        self.pool = pool
+        self.key = key
+        self.streams: dict[int, SpdyStreamTransport] = {}
+        self.next_id = 1  # client streams are odd
+        self.next_request = 0
+        self.compressor = spdy.HeaderCompressor()
+        self.decoder = spdy.FrameDecoder(self._on_data, self._on_control)
+        self.closing = False
+        self.going_away = False
+        self.buffered = 0  # bytes held for paused streams
+        self.held = False  # reading stopped because ``buffered`` passed the limit
+        self.writing_paused = False
+        self.dirty: list[SpdyStreamTransport] = []  # streams with data batched this read
+        self._idle: asyncio.TimerHandle | None = None
+
+    def _accept(self, answer: ws.HttpAnswer) -> None:
+        version = answer.headers.get("x-stream-protocol-version", "")
+        if answer.headers.get("upgrade", "").lower() != "spdy/3.1" or version != _SPDY_PROTOCOL:
+            raise ws.WebSocketError("the API server did not switch to SPDY/3.1 port-forwarding")
+
+    @property
+    def usable(self) -> bool:
+        return not (self.closing or self.going_away or self.tls is None or self.tls.is_closing())
+
+    def open(self, port: int, transport_extra: dict[str, Any]) -> SpdyStreamTransport:
+        """Start a stream pair (error, data) to ``port``; the transport's ``replied`` future
+        resolves when the server accepted the data stream."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        error_id, data_id = self.next_id, self.next_id + 2
+        self.next_id += 4
+        request = str(self.next_request)
+        self.next_request += 1
+        stream = SpdyStreamTransport(self, data_id, error_id, transport_extra)
+        self.streams[data_id] = self.streams[error_id] = stream
+        headers = {"streamtype": "error", "port": str(port), "requestid": request}
+        self.tls.write(spdy.syn_stream(error_id, self.compressor.block(headers)))
+        # Nothing is ever written to the error stream: half-close it at once (as kubectl).
+        self.tls.write(spdy.data_frame(error_id, b"", fin=True))
+        headers["streamtype"] = "data"
+        self.tls.write(spdy.syn_stream(data_id, self.compressor.block(headers)))
+        return stream
+
+    def forget(self, stream: SpdyStreamTransport) -> None:
+        self.streams.pop(stream.data_id, None)
+        self.streams.pop(stream.error_id, None)
+        if not self.streams and not self.closing:
+            if self.going_away:
+                self.close()
+            else:
+                self._idle = self.loop.call_later(_SPDY_IDLE, self.close)
+
+    def retire(self) -> None:
+        """Take no new streams; close once the open ones end. After a stream failed, data we
+        sent on it may sit unread in the kubelet, blocking one of its frame workers (and so
+        every later stream that worker would serve) until the connection closes."""
+        self.going_away = True
+        if self.pool.get(self.key) is self:
+            del self.pool[self.key]
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        if self.pool.get(self.key) is self:
+            del self.pool[self.key]
+        if self.tls is not None and not self.tls.is_closing():
+            self.tls.write(spdy.goaway())
+            self.tls.close()
+
+    # -- frames --
+
+    def _frames(self, data: bytes | memoryview) -> None:
+        try:
+            self.decoder.feed(data)
+        except spdy.SpdyError as exc:
+            self._protocol_error = exc
+            self.tls.abort()
+        finally:
+            dirty = self.dirty
+            while dirty:
+                dirty.pop().flush()
+
+    def _on_data(self, stream_id: int, chunk: memoryview, fin: bool) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        if stream_id == stream.data_id:
+            stream.remote_data(chunk, fin)
+        else:
+            stream.error_data(chunk, fin)
+
+    def _on_control(self, kind: int, flags: int, payload: bytes) -> None:
+        if kind == spdy.SYN_REPLY:
+            stream = self.streams.get(spdy.stream_of(payload))
+            answered = spdy.stream_of(payload)
+            if stream is not None and answered == stream.data_id and not stream.replied.done():
+                stream.replied.set_result(None)
+        elif kind == spdy.RST_STREAM:
+            stream = self.streams.get(spdy.stream_of(payload))
+            if stream is not None:
+                self.retire()
+                stream.reset_by_server()
+        elif kind == spdy.PING:
+            self.tls.write(spdy.control_frame(spdy.PING, payload))  # answer the server's
+        elif kind == spdy.GOAWAY:
+            self.going_away = True
+            if self.pool.get(self.key) is self:
+                del self.pool[self.key]
+        # SETTINGS, WINDOW_UPDATE, HEADERS: nothing to do for port-forwarding
+
+    def hold(self, size: int) -> None:
+        self.buffered += size
+        if self.buffered > _SPDY_BUFFER_LIMIT and not self.held:
+            self.held = True
+            self.tls.pause_reading()
+
+    def release(self, size: int) -> None:
+        self.buffered -= size
+        if self.held and self.buffered < _SPDY_BUFFER_LIMIT // 2:
+            self.held = False
+            self.tls.resume_reading()
+
+    # -- the TLS connection --
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self._idle is not None:
+            self._idle.cancel()
+        if self.pool.get(self.key) is self:
+            del self.pool[self.key]
+        if not self.upgraded.done():
+            self._fail_handshake(exc)
+            return
+        reason = self._protocol_error or exc
+        for stream in list({id(s): s for s in self.streams.values()}.values()):
+            stream.connection_gone(reason)
+        self.streams.clear()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        for stream in list({id(s): s for s in self.streams.values()}.values()):
+            stream.pause_app()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        for stream in list({id(s): s for s in self.streams.values()}.values()):
+            stream.resume_app()
+
+
+class SpdyStreamTransport(asyncio.Transport):
+    """One TCP connection to a pod's port: a SPDY stream pair on the pod's shared connection,
+    as an asyncio transport. ``write_eof()`` is a true half-close (a FIN on the data stream)."""
+
+    def __init__(
+        self, conn: _SpdyConnection, data_id: int, error_id: int, extra: dict[str, Any]
+    ) -> None:
+        super().__init__(extra)
+        self.conn = conn
+        self.data_id = data_id
+        self.error_id = error_id
+        self.replied: asyncio.Future[None] = conn.loop.create_future()
+        self.app: asyncio.BaseProtocol = asyncio.Protocol()
+        self.app_views = False
+        self.local_fin = False
+        self.remote_fin = False
+        self.finished = False
+        self.paused = True  # until the app is attached: data waits in ``pending``
+        self.app_writing_paused = False
+        self.pending: collections.deque[Any] = collections.deque()
+        self.error = bytearray()
+        self.received = 0
+        self.data_fin = False
+        self.error_fin = False
+        self.batch: list[memoryview] = []  # data of the current read, not yet handed on
+        self._error_wait: asyncio.TimerHandle | None = None
+
+    # -- from the connection --
+
+    def remote_data(self, chunk: memoryview, fin: bool) -> None:
+        if self.finished:
+            return
+        if chunk:
+            self.received += len(chunk)
+            if self.paused or self.pending:
+                self.flush()
+                data = bytes(chunk)
+                self.pending.append(data)
+                self.conn.hold(len(data))
+            else:
+                # Collected, and handed on once per read from the API server (however many
+                # ~32 KiB frames it held): one send() on the local socket, not one per frame.
+                if not self.batch:
+                    self.conn.dirty.append(self)
+                self.batch.append(chunk)
+        if fin:
+            self.flush()
+            self.data_fin = True
+            if not self.error_fin:
+                # The error text may still be on its way (the server can end the data stream
+                # first): the end is an error or a clean EOF only once the error stream ends.
+                self._error_wait = self.conn.loop.call_later(_ERROR_WAIT, self._end_of_data)
+            else:
+                self._end_of_data()
+
+    def flush(self) -> None:
+        batch = self.batch
+        if not batch or self.finished:
+            batch.clear()
+            return
+        data: bytes | memoryview = batch[0] if len(batch) == 1 else b"".join(batch)
+        batch.clear()
+        if not self.app_views and type(data) is not bytes:
+            data = bytes(data)
+        self.app.data_received(data)  # type: ignore[attr-defined]
+
+    def error_data(self, chunk: memoryview, fin: bool) -> None:
+        if len(self.error) < 4096:
+            self.error += chunk
+        if fin:
+            self.error_fin = True
+            if self.data_fin and self._error_wait is not None:
+                self._error_wait.cancel()
+                self._end_of_data()
+
+    def _end_of_data(self) -> None:
+        self._error_wait = None
+        if self.finished:
+            return
+        if self.pending or self.paused:
+            self.pending.append(_EOF)
+        else:
+            self._remote_eof()
+
+    def _remote_eof(self) -> None:
+        self.remote_fin = True
+        if self.error:
+            self.conn.retire()
+            self._finish(self._error())  # the server ended the stream because of this
+            return
+        keep_open = False
+        with contextlib.suppress(Exception):
+            keep_open = bool(self.app.eof_received())  # type: ignore[attr-defined]
+        if self.local_fin or not keep_open:
+            self.close()
+
+    def reset_by_server(self) -> None:
+        if not self.replied.done():
+            self.replied.set_exception(
+                self._error() or PortForwardError(f"{self.conn.what}: refused")
+            )
+            self.replied.exception()
+        self._finish(self._error() or PortForwardError(f"{self.conn.what}: stream reset"))
+
+    def connection_gone(self, exc: Exception | None) -> None:
+        error = self._error() or PortForwardError(
+            f"connection to the API server lost: {exc or 'closed'}"
+        )
+        if not self.replied.done():
+            self.replied.set_exception(error)
+            self.replied.exception()
+        self._finish(error)
+
+    def _error(self) -> PortForwardError | None:
+        if not self.error:
+            return None
+        return PortForwardError(
+            f"{self.conn.what}: {self.error.decode('utf-8', 'replace').strip()}"
+        )
+
+    def pause_app(self) -> None:
+        if self.replied.done() and not self.finished and not self.app_writing_paused:
+            self.app_writing_paused = True
+            self.app.pause_writing()
+
+    def resume_app(self) -> None:
+        if self.app_writing_paused and not self.finished:
+            self.app_writing_paused = False
+            self.app.resume_writing()
+
+    def _finish(self, exc: Exception | None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self._error_wait is not None:
+            self._error_wait.cancel()
+        tls = self.conn.tls
+        if tls is not None and not tls.is_closing():
+            # The kubelet hands each stream's frames to one of a few workers; a worker stays
+            # stuck on a data frame nobody reads until the stream is reset, stalling every
+            # stream it serves. So every stream ends with a reset unless both sides finished
+            # cleanly, and the error stream always (as kubectl does).
+            if not (self.local_fin and self.remote_fin):
+                tls.write(spdy.rst_stream(self.data_id, spdy.CANCEL))
+            tls.write(spdy.rst_stream(self.error_id, spdy.CANCEL))
+        self.conn.forget(self)
+        for item in self.pending:
+            if item is not _EOF:
+                self.conn.release(len(item))
+        self.pending.clear()
+        replied = self.replied
+        if replied.done() and not replied.cancelled() and replied.exception() is None:
+            self.conn.loop.call_soon(self.app.connection_lost, exc)
+
+    # -- asyncio.Transport --
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.finished or self.local_fin:
+            return
+        size = len(data)
+        tls = self.conn.tls
+        for start in range(0, size, MAX_FRAME):
+            chunk = data[start : start + MAX_FRAME]
+            tls.write(spdy.data_header(self.data_id, len(chunk)) + bytes(chunk))
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        if self.finished or self.local_fin:
+            return
+        self.local_fin = True
+        self.conn.tls.write(spdy.data_frame(self.data_id, b"", fin=True))
+        if self.remote_fin:
+            self._finish(None)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return self.conn.tls.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self.conn.tls.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass  # one buffer serves every stream of the connection: its limits stay
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+        while self.pending and not self.paused and not self.finished:
+            item = self.pending.popleft()
+            if item is _EOF:
+                self._remote_eof()
+                return
+            self.conn.release(len(item))
+            self.app.data_received(item)  # type: ignore[attr-defined]
+
+    def is_reading(self) -> bool:
+        return not self.paused
+
+    def close(self) -> None:
+        """End the stream: a FIN for what we wrote (then a reset if the pod still sends)."""
+        if self.finished:
+            return
+        if not self.local_fin and not self.conn.tls.is_closing():
+            self.conn.tls.write(spdy.data_frame(self.data_id, b"", fin=True))
+        self.local_fin = True
+        self._finish(None)
+
+    def abort(self) -> None:
+        self.remote_fin = False  # whatever came, end with a reset
+        self._finish(None)
+
+    def is_closing(self) -> bool:
+        return self.finished or self.local_fin
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.app = protocol
+        self.app_views = bool(getattr(protocol, "accepts_memoryview", False))
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.app
+
+
+async def _spdy_connection(
+    api: ApiServer, namespace: str, pod: str, what: str, connect_timeout: float
+) -> _SpdyConnection:
+    """The pooled SPDY connection to ``pod``, opened when there is none (or it is going)."""
+    key = (namespace, pod)
+    pool, locks = api.spdy_pool()
+    conn = pool.get(key)
+    if conn is not None and conn.usable:
+        return conn
+    lock = locks.setdefault(key, asyncio.Lock())
+    async with lock:
+        conn = pool.get(key)
+        if conn is not None and conn.usable:
+            return conn
+        target = (
+            f"{api.base_path}/api/v1/namespaces/{quote(namespace, safe='')}"
+            f"/pods/{quote(pod, safe='')}/portforward"
+        )
+        headers = await api.headers()
+        request = [
+            f"POST {target} HTTP/1.1",
+            f"Host: {api.authority}",
+            "Connection: Upgrade",
+            "Upgrade: SPDY/3.1",
+            f"X-Stream-Protocol-Version: {_SPDY_PROTOCOL}",
+            "Content-Length: 0",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+        opened = await _open_upgraded(
+            api,
+            lambda: _SpdyConnection(f"pod '{pod}' in namespace '{namespace}'", pool, key),
+            ("\r\n".join(request) + "\r\n\r\n").encode("latin-1"),
+            what,
+            connect_timeout,
+        )
+        assert isinstance(opened, _SpdyConnection)
+        pool[key] = opened
+        if opened.rest:
+            opened.data_received(opened.rest)
+        return opened
+
+
+class UpgradeRefusedError(PortForwardError):
+    """The API server does not speak the streaming protocol asked for."""
+
+
+async def _open_upgraded(
+    api: ApiServer,
+    factory: Callable[[], _Upgraded],
+    request: bytes,
+    what: str,
+    connect_timeout: float,
+) -> _Upgraded:
+    """A TLS connection to the API server, upgraded by ``request``; errors in one line."""
     loop = asyncio.get_running_loop()
-    headers = await api.headers()
-    conn: _PortForwardSocket | None = None
+    conn: _Upgraded | None = None
     try:
         async with asyncio.timeout(connect_timeout):
             try:
                 tls, conn = await loop.create_connection(
-                    lambda: _PortForwardSocket(key, what),
+                    factory,
                     api.host,
                     api.port,
                     ssl=api.ssl,
@@ -508,12 +979,10 @@ async def connect_pod_port(
                 raise PortForwardError(
                     f"cannot reach the API server at {api.authority}: {exc}"
                 ) from exc
-            tls.write(
-                ws.handshake_request(api.authority, target, key, (PORTFORWARD_PROTOCOL,), headers)
-            )
-            rest = await conn.upgraded
+            tls.write(request)
+            conn.rest = await conn.upgraded
     except TimeoutError:
-        if conn is not None:
+        if conn is not None and conn.tls is not None:
             conn.tls.abort()
         raise PortForwardError(
             f"port-forward to {what}: no answer within {connect_timeout:g} s"
@@ -523,14 +992,105 @@ async def connect_pod_port(
             conn.tls.abort()
         raise
     tls.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+    return conn
+
+
+async def connect_pod_port(
+    api: ApiServer,
+    namespace: str,
+    pod: str,
+    port: int,
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    *,
+    connect_timeout: float = 10.0,
+    transport: str | None = None,
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+    """Open a stream to ``pod``'s ``port`` and run ``protocol_factory()`` on it.
+
+    ``transport``: "spdy" (a stream pair on one shared connection per pod, as kubectl) or
+    "websocket" (a connection per stream); default ``api.transport``, and an API server that
+    refuses SPDY makes it "websocket" from then on. Raises NotFoundError (no such pod),
+    AccessDeniedError, or PortForwardError (pod not running, API server unreachable,
+    timeout), each with one line.
+    """
+    what = f"pod '{pod}' port {port} in namespace '{namespace}'"
+    kind = transport or api.transport
+    if kind == "spdy":
+        try:
+            return await _connect_spdy(
+                api, namespace, pod, port, protocol_factory, connect_timeout, what
+            )
+        except UpgradeRefusedError:
+            if transport == "spdy":
+                raise
+            log.info("the API server refused SPDY port-forwarding; using websockets")
+            api.transport = "websocket"
+    return await _connect_websocket(
+        api, namespace, pod, port, protocol_factory, connect_timeout, what
+    )
+
+
+async def _connect_spdy(
+    api: ApiServer,
+    namespace: str,
+    pod: str,
+    port: int,
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    connect_timeout: float,
+    what: str,
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+    extra = {"peername": (pod, port), "pod": pod, "namespace": namespace, "port": port}
+    stream: SpdyStreamTransport | None = None
+    try:
+        async with asyncio.timeout(connect_timeout):
+            conn = await _spdy_connection(api, namespace, pod, what, connect_timeout)
+            stream = conn.open(port, extra)
+            await stream.replied
+    except TimeoutError:
+        if stream is not None:
+            stream.abort()
+        raise PortForwardError(
+            f"port-forward to {what}: no answer within {connect_timeout:g} s"
+        ) from None
+    except BaseException:
+        if stream is not None:
+            stream.abort()
+        raise
+    protocol = protocol_factory()
+    stream.set_protocol(protocol)
+    protocol.connection_made(stream)
+    stream.resume_reading()
+    return stream, protocol
+
+
+async def _connect_websocket(
+    api: ApiServer,
+    namespace: str,
+    pod: str,
+    port: int,
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    connect_timeout: float,
+    what: str,
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+    key = ws.new_key()
+    target = (
+        f"{api.base_path}/api/v1/namespaces/{quote(namespace, safe='')}"
+        f"/pods/{quote(pod, safe='')}/portforward?ports={port}"
+    )
+    headers = await api.headers()
+    request = ws.handshake_request(api.authority, target, key, (PORTFORWARD_PROTOCOL,), headers)
+    conn = await _open_upgraded(
+        api, lambda: _PortForwardSocket(key, what), request, what, connect_timeout
+    )
+    assert isinstance(conn, _PortForwardSocket)
     transport = PodPortTransport(
         conn, {"peername": (pod, port), "pod": pod, "namespace": namespace, "port": port}
     )
     protocol = protocol_factory()
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
-    if rest:
-        conn.data_received(rest)
+    if conn.rest:
+        conn.data_received(conn.rest)
     return transport, protocol
 
 
@@ -737,7 +1297,7 @@ class _Relay(asyncio.Protocol):
         self.listener = listener
         self.stats = listener.stats
         self.local: asyncio.Transport | None = None
-        self.remote: PodPortTransport | None = None
+        self.remote: asyncio.Transport | None = None
         self.target: PodTarget | None = None
         self.local_closed = False
         self.local_eof = False
@@ -878,7 +1438,7 @@ class _RemoteSide(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.relay.remote_eof()
-        return False
+        return True  # the local client may still send: keep our direction open
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.relay.remote_lost(exc)

@@ -24,6 +24,9 @@ from cockpit.core.events import (
     SyncChanged,
 )
 
+# Distinct alerts kept, as many as AlertRules keeps: a long session must not grow forever.
+MAX_ALERTS = 500
+
 
 @dataclass
 class ServiceView:
@@ -70,10 +73,16 @@ def reduce(state: SessionState, event: Event) -> SessionState:
                 state.last_seq = max(state.last_seq, lines[-1].seq)
             state.dropped_lines = dropped
         case Alert(key=key, service=service):
-            known = key in state.alerts
+            # Re-inserted, so the first key is always the least recently updated one.
+            known = state.alerts.pop(key, None) is not None
             state.alerts[key] = event
             if service and not known:
                 state.service(service).alert_count += 1
+            while len(state.alerts) > MAX_ALERTS:
+                stale = state.alerts.pop(next(iter(state.alerts)))
+                view = state.services.get(stale.service)
+                if view is not None and view.alert_count > 0:
+                    view.alert_count -= 1
         case ServiceChanged():
             view = state.service(event.service)
             # a local service keeps its mode from the session; the cluster only knows remote

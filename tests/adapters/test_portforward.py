@@ -31,9 +31,12 @@ pytestmark = pytest.mark.cluster
 PATTERN = bytes(range(256))
 
 
-@pytest.fixture(scope="module")
-def api(cluster: Cluster) -> ApiServer:
-    return ApiServer.from_kubeconfig(str(cluster.kubeconfig))
+@pytest.fixture(scope="module", params=["spdy", "websocket"])
+def api(cluster: Cluster, request: pytest.FixtureRequest) -> ApiServer:
+    """The API server, carrying streams over SPDY (the default) or websockets (the fallback)."""
+    server = ApiServer.from_kubeconfig(str(cluster.kubeconfig))
+    server.transport = request.param
+    return server
 
 
 def pods_of(cluster: Cluster, ns: str, app: str) -> list[str]:
@@ -135,6 +138,8 @@ async def test_fifty_concurrent_connections(listener: PortForwardListener) -> No
     assert results == [5 * (1000 + i) for i in range(50)]
     assert listener.stats.connections_total == 50
     assert listener.stats.failed == 0
+    if listener.api.transport == "spdy":
+        assert len(listener.api.spdy_pool()[0]) == 1  # every stream on one connection
 
 
 async def test_half_close_still_gets_the_whole_answer(listener: PortForwardListener) -> None:
@@ -175,6 +180,15 @@ async def test_closed_pod_port_reports_the_error(
     with pytest.raises(PortForwardError) as info:
         await asyncio.wait_for(reader.read(), 10)
     assert "9999" in str(info.value)
+    # The pod stays reachable on its open port right after (a failed stream must not wedge
+    # the connection it shared).
+    t0 = time.monotonic()
+    reader, writer = await open_pod_stream(api, shared_shop, pod, 8080, connect_timeout=5)
+    _, body = await asyncio.wait_for(
+        http(reader, writer, b"GET /healthz HTTP/1.1\r\nHost: s\r\n\r\n"), 5
+    )
+    assert body == b"ok" and time.monotonic() - t0 < 5
+    writer.close()
 
 
 async def test_listener_closes_a_connection_it_cannot_forward(

@@ -133,6 +133,29 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--container", metavar="NAME", help="the container (default: the served one)")
     env.set_defaults(handler=cmd_env)
 
+    doctor = commands.add_parser(
+        "doctor",
+        parents=[common],
+        help="check the cluster: API reachable, namespace, every permission cockpit needs",
+    )
+    doctor.add_argument("--namespace", metavar="NS", help="the namespace (default: cockpit.yaml's)")
+    doctor.add_argument("--context", metavar="CTX", help="the kubeconfig context")
+    doctor.set_defaults(handler=cmd_doctor)
+
+    shell = commands.add_parser(
+        "shell",
+        parents=[common],
+        help="an interactive shell (or a command) in a ready pod of SERVICE",
+    )
+    shell.add_argument("service", metavar="SERVICE", help="the service whose pod to open")
+    shell.add_argument("-c", "--container", metavar="NAME", help="the container (default: first)")
+    shell.add_argument("--namespace", metavar="NS", help="the namespace (default: cockpit.yaml's)")
+    shell.add_argument("--context", metavar="CTX", help="the kubeconfig context")
+    shell.add_argument(
+        "command", nargs=argparse.REMAINDER, help="after --: the command to run (default: a shell)"
+    )
+    shell.set_defaults(handler=cmd_shell)
+
     init = commands.add_parser(
         "init", parents=[common], help="write a starter cockpit.yaml (to --config, or here)"
     )
@@ -267,6 +290,77 @@ def cmd_down(args: argparse.Namespace) -> int:
     cluster = AgentCluster(ApiJson.from_kubeconfig(None, context or None), namespace)
     print(f"cockpit: {cluster.teardown().summary(namespace)}")
     return 0
+
+
+def _cluster_target(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """Context and namespace: the flags, else cockpit.yaml's, else the kubeconfig's."""
+    from cockpit.adapters.configfile import kube_target, load_config
+    from cockpit.errors import ConfigError
+
+    try:
+        target = kube_target(load_config(args.config))
+    except ConfigError:
+        if getattr(args, "config", None):
+            raise  # an explicit cockpit.yaml that cannot be used
+        return args.context or None, args.namespace or None
+    return args.context or target.context or None, args.namespace or target.namespace
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    context, namespace = _cluster_target(args)
+    from cockpit.adapters.kube import Kube
+    from cockpit.core.rbac import missing_permissions_line, render_doctor
+    from cockpit.engine.cluster import doctor
+    from cockpit.errors import AccessDeniedError, NotFoundError
+
+    kube = Kube.load(None, context, namespace)
+    report = asyncio.run(doctor(kube, kube.namespace))
+    print("\n".join(render_doctor(report)))
+    if report.namespace_exists is False:
+        _error(f"namespace '{kube.namespace}' not found in context '{kube.context}'")
+        return NotFoundError.exit_code
+    if report.missing:
+        _error(missing_permissions_line(report.missing, kube.namespace))
+        return AccessDeniedError.exit_code
+    return 0
+
+
+def _shell_command(args: argparse.Namespace) -> list[str]:
+    """The command after ``--``; options written between SERVICE and ``--`` (which argparse
+    leaves in the remainder) are read into ``args``."""
+    rest = list(args.command)
+    if "--" in rest:
+        head, command = rest[: rest.index("--")], rest[rest.index("--") + 1 :]
+    elif rest and not rest[0].startswith("-"):
+        head, command = [], rest  # argparse already took the "--"
+    else:
+        head, command = rest, []
+    options = argparse.ArgumentParser(prog="cockpit shell", add_help=False, exit_on_error=False)
+    options.add_argument("-c", "--container")
+    options.add_argument("--namespace")
+    options.add_argument("--context")
+    try:
+        known, unknown = options.parse_known_args(head)
+    except argparse.ArgumentError as exc:
+        raise UsageError(f"shell: {exc}") from None
+    if unknown:
+        raise UsageError(f"shell: unknown option(s) {' '.join(unknown)} (put the command after --)")
+    for name in ("container", "namespace", "context"):
+        if getattr(known, name):
+            setattr(args, name, getattr(known, name))
+    return command
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    context, namespace = _cluster_target(args)
+    from cockpit.adapters.kube import DEFAULT_SHELL, Kube, run_shell, shell_target
+
+    command = _shell_command(args)
+    context, namespace = args.context or context, args.namespace or namespace
+    kube = Kube.load(None, context, namespace)
+    kube.require_namespace(kube.namespace)
+    pod, container = shell_target(kube, kube.namespace, args.service, args.container)
+    return run_shell(kube, kube.namespace, pod, container, command or DEFAULT_SHELL)
 
 
 def _load_ui() -> Callable[..., int] | None:

@@ -963,7 +963,13 @@ def exit_status(error_channel: bytes | str) -> tuple[int, str]:
                 return int(cause.get("message")), ""
             except (TypeError, ValueError):
                 break
-    return 1, str(status.get("message") or "the command failed")
+    message = str(status.get("message") or "the command failed")
+    # As a shell would: 127 for a command that is not there, 126 for one that cannot run.
+    if "executable file not found" in message or "no such file or directory" in message:
+        return 127, message
+    if "permission denied" in message:
+        return 126, message
+    return 1, message
 
 
 def run_shell(
@@ -993,6 +999,7 @@ def run_shell(
     is_tty = os.isatty(fd_in)
     ws = kube.exec_websocket(namespace, pod, container, command, tty=is_tty)
     wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
     resized = threading.Event()
     saved = termios.tcgetattr(fd_in) if is_tty else None
@@ -1018,8 +1025,11 @@ def run_shell(
         stdin_open = True
         while ws.is_open():
             readers = [sock, wake_r] + ([fd_in] if stdin_open else [])
-            pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
-            ready = readers if pending else select.select(readers, [], [], 1.0)[0]
+            # Decrypted bytes already buffered in the TLS layer are invisible to select().
+            pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+            ready = select.select(readers, [], [], 0 if pending else 1.0)[0]
+            if pending and sock not in ready:
+                ready.append(sock)
             if sock in ready:
                 ws.update(timeout=0)
                 for channel in (1, 2):
@@ -1043,7 +1053,7 @@ def run_shell(
                         ws.write_channel(0, b"\x04")
         code, message = exit_status(ws.read_channel(ERROR_CHANNEL))
         if message and code and not message.startswith("command terminated"):
-            os.write(2, f"cockpit: {message}\r\n".encode())
+            os.write(2, f"cockpit: error: {' '.join(message.split())}\r\n".encode())
         return code
     except (OSError, urllib3.exceptions.HTTPError) as exc:
         raise ClusterError(f"shell in {pod}/{container} broke: {short_reason(exc)}") from exc

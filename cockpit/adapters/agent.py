@@ -13,7 +13,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -25,6 +25,7 @@ from cockpit.core.agent_spec import (
     HOST_KEY_PREFIX,
     USER_RULES,
     AgentSettings,
+    rules_allow,
 )
 from cockpit.core.intercept import (
     AGENT_NAME,
@@ -42,6 +43,7 @@ from cockpit.core.intercept import (
     is_shadow_of,
     record_of,
     restore_patch,
+    service_ports,
     shadow_name,
     shadow_service,
 )
@@ -66,7 +68,7 @@ FATAL_WAITING = frozenset(
         "RunContainerError",
     }
 )
-POLL = 0.1
+POLL = 0.05
 
 
 class KubeJson(Protocol):
@@ -186,19 +188,34 @@ class AgentCluster:
     # ------------------------------------------------------------------ preflight
 
     def check_access(self) -> None:
-        """AccessDeniedError naming the first missing permission; nothing is written."""
+        """AccessDeniedError naming the first missing permission; nothing is written.
 
-        def allowed(perm: Permission) -> bool:
-            data = self.kube.json(
-                "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-                body=perm.review(self.ns), content_type="application/json",
-                what="review access",
-            )  # fmt: skip
-            return bool((data.get("status") or {}).get("allowed"))
-
+        One SelfSubjectRulesReview answers for the namespace; an authorizer that cannot list
+        rules (``incomplete``) gets one SelfSubjectAccessReview per permission it did not
+        grant."""
         perms = permissions_needed()
-        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="access-review") as pool:
-            missing = [p for p, ok in zip(perms, pool.map(allowed, perms), strict=True) if not ok]
+        review = self.kube.json(
+            "POST", "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+            body={"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview",
+                  "spec": {"namespace": self.ns}},
+            content_type="application/json", what="review access",
+        )  # fmt: skip
+        status = review.get("status") or {}
+        rules = status.get("resourceRules") or []
+        missing = [p for p in perms if not rules_allow(rules, p.verb, p.group, p.resource, p.name)]
+        if missing and status.get("incomplete"):
+
+            def allowed(perm: Permission) -> bool:
+                data = self.kube.json(
+                    "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                    body=perm.review(self.ns), content_type="application/json",
+                    what="review access",
+                )  # fmt: skip
+                return bool((data.get("status") or {}).get("allowed"))
+
+            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="access-review") as pool:
+                verdicts = list(pool.map(allowed, missing))
+            missing = [p for p, ok in zip(missing, verdicts, strict=True) if not ok]
         if missing:
             perm = missing[0]
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
@@ -213,21 +230,33 @@ class AgentCluster:
     def ensure_agent(self, timeout: float = 60.0) -> tuple[AgentPod, bool]:
         """The ready agent pod, deploying the agent first if there is none; (pod, created).
         When the agent this call created cannot start, it is removed again."""
-        created = False
         try:
             self.kube.json("GET", f"{self._apps}/deployments/{AGENT_NAME}", what="get the agent")
         except NotFoundError:
-            self._create_agent()
-            created = True
-        try:
-            return self.wait_for_agent(timeout), created
-        except CockpitError:
-            if created:
-                self.delete_agent()
-            raise
+            pass
+        else:
+            return self.wait_for_agent(timeout), False
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="agent-objects") as pool:
+            rest = self._create_agent(pool)
 
-    def _create_agent(self) -> None:
-        made: list[tuple[str, str]] = []
+            def check() -> None:  # a failure creating the rest ends the wait at once
+                if rest.done() and rest.exception() is not None:
+                    rest.result()
+
+            try:
+                pod = self.wait_for_agent(timeout, check=check)
+                rest.result()
+            except CockpitError:
+                with contextlib.suppress(CockpitError):
+                    rest.result()
+                self.delete_agent()
+                raise
+        return pod, True
+
+    def _create_agent(self, pool: ThreadPoolExecutor) -> Future[None]:
+        """Create the ServiceAccount and the Deployment (the pod starts), then, while it
+        starts, the Role, RoleBinding and ConfigMap (the agent retries until they exist),
+        all owned by the Deployment; the future of that second part."""
 
         def create(path: str, body: dict[str, Any], what: str) -> dict[str, Any] | None:
             try:
@@ -238,32 +267,62 @@ class AgentCluster:
                 if _is_conflict(exc):  # another session deploys at the same time
                     return None
                 raise
-            made.append((path, body["metadata"]["name"]))
             return out
 
+        # The ServiceAccount first: a pod cannot be created before it exists.
+        sa = create(f"{self._core}/serviceaccounts", agent_spec.service_account(self.ns),
+                    "create the agent's ServiceAccount")  # fmt: skip
+        if sa is not None:
+            self._wait_for_token(sa)
         try:
-            # The ServiceAccount first: a pod cannot be created before it exists.
-            create(f"{self._core}/serviceaccounts", agent_spec.service_account(self.ns),
-                   "create the agent's ServiceAccount")  # fmt: skip
-            create(f"{self._core}/configmaps", agent_spec.config_map(self.ns),
-                   "create the agent's ConfigMap")  # fmt: skip
-            create(f"{self._rbac}/roles", agent_spec.role(self.ns), "create the agent's Role")
-            create(f"{self._rbac}/rolebindings", agent_spec.role_binding(self.ns),
-                   "create the agent's RoleBinding")  # fmt: skip
             deployment = agent_spec.deployment(self.ns, self.settings)
             dep = create(f"{self._apps}/deployments", deployment, "deploy the agent")
-            if dep is not None:
-                # Owned by the Deployment: when it goes (idle TTL, down), the rest follows.
-                owner = {"metadata": {"ownerReferences": [
-                    agent_spec.owner_reference(dep["metadata"]["uid"])]}}  # fmt: skip
-                for path, name in made[:-1]:
-                    self.kube.json("PATCH", f"{path}/{name}", body=owner,
-                                   content_type="application/merge-patch+json",
-                                   what="own the agent's objects")  # fmt: skip
         except CockpitError:
-            for path, name in reversed(made):
-                self._delete(f"{path}/{name}")
+            if sa is not None:
+                self._delete(f"{self._core}/serviceaccounts/{AGENT_NAME}")
             raise
+        owner = (
+            {"ownerReferences": [agent_spec.owner_reference(dep["metadata"]["uid"])]}
+            if dep is not None
+            else {}
+        )
+
+        def rest() -> None:
+            jobs = [
+                (f"{self._rbac}/roles", agent_spec.role(self.ns), "create the agent's Role"),
+                (f"{self._rbac}/rolebindings", agent_spec.role_binding(self.ns),
+                 "create the agent's RoleBinding"),
+                (f"{self._core}/configmaps", agent_spec.config_map(self.ns),
+                 "create the agent's ConfigMap"),
+            ]  # fmt: skip
+            for _, body, _ in jobs:
+                body["metadata"].update(owner)
+            futures = [pool.submit(create, *job) for job in jobs]
+            if owner and sa is not None:
+                # Owned by the Deployment: when it goes (idle TTL, down), the rest follows.
+                self.kube.json(
+                    "PATCH", f"{self._core}/serviceaccounts/{AGENT_NAME}",
+                    body={"metadata": owner}, content_type="application/merge-patch+json",
+                    what="own the agent's ServiceAccount",
+                )  # fmt: skip
+            for future in futures:
+                future.result()
+
+        return pool.submit(rest)
+
+    def _wait_for_token(self, sa: dict[str, Any], timeout: float = 5.0) -> None:
+        """On clusters whose token controller puts a token Secret in every ServiceAccount
+        (before 1.24), a pod is refused until its ServiceAccount has one, and the ReplicaSet
+        retries only a second later: wait for the token (a few ms) instead."""
+        default = self.kube.json("GET", f"{self._core}/serviceaccounts/default",
+                                 what="get the default ServiceAccount")  # fmt: skip
+        if not default.get("secrets"):
+            return  # tokens are projected: nothing to wait for
+        deadline = time.monotonic() + timeout
+        while not sa.get("secrets") and time.monotonic() < deadline:
+            self._sleep(POLL / 5)
+            sa = self.kube.json("GET", f"{self._core}/serviceaccounts/{AGENT_NAME}",
+                                what="get the agent's ServiceAccount")  # fmt: skip
 
     def agent_pods(self) -> list[dict[str, Any]]:
         selector = ",".join(f"{k}={v}" for k, v in AGENT_POD_LABELS.items())
@@ -273,29 +332,49 @@ class AgentCluster:
         )  # fmt: skip
         return list(data.get("items") or [])
 
-    def wait_for_agent(self, timeout: float = 60.0, exclude: Iterable[str] = ()) -> AgentPod:
+    def wait_for_agent(
+        self,
+        timeout: float = 60.0,
+        exclude: Iterable[str] = (),
+        check: Callable[[], None] = lambda: None,
+    ) -> AgentPod:
         """A ready, not terminating agent pod (not in ``exclude``) and its published host key.
         InterceptError at once when the agent cannot start (bad image, crash loop)."""
         skip = set(exclude)
         deadline = time.monotonic() + timeout
+        polls = 0
         while True:
-            for pod in self.agent_pods():
-                name = pod["metadata"]["name"]
-                if name in skip or pod["metadata"].get("deletionTimestamp"):
+            check()
+            # The published host key is the agent's "ready"; the pods are looked at only to
+            # confirm its pod is alive, and now and then to catch one that cannot start.
+            for pod_name, key in self.host_keys().items():
+                if pod_name in skip:
                     continue
-                self._raise_if_stuck(pod)
-                if _ready(pod):
-                    key = self.host_key(name)
-                    if key:
-                        return AgentPod(name, key)
-            self._raise_if_unschedulable()
+                pod = self._pod(pod_name)
+                if pod is not None and not pod["metadata"].get("deletionTimestamp"):
+                    return AgentPod(pod_name, key)
+            if polls % 10 == 0:
+                for pod in self.agent_pods():
+                    if pod["metadata"]["name"] not in skip:
+                        self._raise_if_stuck(pod)
+                self._raise_if_unschedulable()
+            polls += 1
             if time.monotonic() > deadline:
                 raise InterceptError(
                     f"the cockpit agent in namespace '{self.ns}' is not ready after "
                     f"{timeout:.0f} s",
                     hint=f"kubectl -n {self.ns} describe deployment {AGENT_NAME}",
                 )
-            self._sleep(POLL)
+            self._sleep(POLL / 2)
+
+    def _pod(self, name: str) -> dict[str, Any] | None:
+        try:
+            pod: dict[str, Any] = self.kube.json(
+                "GET", f"{self._core}/pods/{quote(name)}", what="get the agent pod"
+            )
+        except NotFoundError:
+            return None
+        return pod
 
     def _raise_if_stuck(self, pod: dict[str, Any]) -> None:
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -330,10 +409,17 @@ class AgentCluster:
             if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
                 raise InterceptError(f"the cockpit agent's pod is refused: {cond.get('message')}")
 
-    def host_key(self, pod: str) -> str | None:
-        data = self._config_map().get("data") or {}
-        key = data.get(HOST_KEY_PREFIX + pod)
-        return key if isinstance(key, str) else None
+    def host_keys(self) -> dict[str, str]:
+        """Agent pod -> the host key it published (none before the agent is ready)."""
+        try:
+            data = self._config_map().get("data") or {}
+        except NotFoundError:
+            return {}
+        return {
+            k[len(HOST_KEY_PREFIX) :]: v
+            for k, v in data.items()
+            if k.startswith(HOST_KEY_PREFIX) and isinstance(v, str)
+        }
 
     def _config_map(self) -> dict[str, Any]:
         cm: dict[str, Any] = self.kube.json(
@@ -369,11 +455,29 @@ class AgentCluster:
         check_interceptable(svc)
         return svc
 
-    def point_at_agent(self, service: str, agent_ports: dict[int, int]) -> InterceptRecord:
-        """Create the shadow Service, then point ``service`` at the agent's ``agent_ports``;
-        the record. A Service another session already pointed at the agent is left as is."""
-        for _ in range(5):
-            svc = self.read_service(service)
+    def prepare_shadow(self, svc: dict[str, Any]) -> bool:
+        """Create the shadow of a Service not intercepted yet and wait for its endpoints;
+        True when this call created it. Needs no agent: it runs while the agent starts."""
+        if record_of(svc) is not None:
+            return False
+        record = intercept_record(svc, {p.port: 0 for p in service_ports(svc)})
+        made = self._create_shadow(svc, record)
+        self._wait_for_endpoints(record.shadow, like=svc["metadata"]["name"])
+        return made
+
+    def point_at_agent(
+        self,
+        service: str,
+        agent_ports: dict[int, int],
+        svc: dict[str, Any] | None = None,
+        shadow_ready: bool = False,
+    ) -> InterceptRecord:
+        """Point ``service`` (as read: ``svc``) at the agent's ``agent_ports``, after making
+        sure its shadow is there (``shadow_ready``: ``prepare_shadow`` did it); the record.
+        A Service another session already pointed at the agent is left as is."""
+        for attempt in range(5):
+            if svc is None or attempt > 0:
+                svc = self.read_service(service)
             record = record_of(svc)
             if record is not None:
                 if record.agent_ports() != agent_ports:
@@ -384,9 +488,11 @@ class AgentCluster:
                     )
                 return record
             record = intercept_record(svc, agent_ports)
-            made_shadow = self._create_shadow(svc, record)
-            try:
+            made_shadow = False
+            if not (shadow_ready and attempt == 0):
+                made_shadow = self._create_shadow(svc, record)
                 self._wait_for_endpoints(record.shadow, like=service)
+            try:
                 self.kube.json(
                     "PATCH", f"{self._core}/services/{quote(service)}",
                     body=intercept_patch(svc, record), content_type="application/json-patch+json",
@@ -576,13 +682,6 @@ class AgentCluster:
             if "precondition" in exc.message.lower():
                 return False  # replaced by another one meanwhile: not ours to delete
             raise
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return bool(cond.get("status") == "True")
-    return False
 
 
 class ApiJson:

@@ -20,12 +20,25 @@ def origin(service: str, port: int) -> tuple[str, int]:
     return shadow_name(service), port
 
 
+def process_age() -> float:
+    """Seconds since this process started (imports included), from /proc."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1.0
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
 async def run(agent: Agent) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await agent.start()
+    logging.getLogger("cockpit.agent").info("started in %.2f s", process_age())
     await stop.wait()
     logging.getLogger("cockpit.agent").info("stopping: draining for %.1f s", agent.settings.drain)
     await agent.stop()

@@ -64,8 +64,8 @@ class KubeCluster:
         return key if isinstance(key, str) else None
 
     async def publish_host_key(self, pod: str, public_key: str) -> None:
-        # The Role and RoleBinding may land a moment after the pod starts: retry a while.
-        delay = 0.1
+        # The Role, RoleBinding and ConfigMap may land a moment after the pod starts.
+        delay = 0.05
         for attempt in range(60):
             try:
                 data = (await self.api.get(self._cm)).get("data") or {}

@@ -150,11 +150,10 @@ class Agent:
     # ------------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Publish the host key, reopen the ports of the Services this agent owns, then open
-        the SSH port (the readiness probe's signal)."""
-        await self.cluster.publish_host_key(self.config.pod, self.public_host_key)
+        """Reopen the ports of the Services this agent owns, open the SSH port, then publish
+        the host key: sessions take a published key as the sign the agent is ready."""
         now = time.monotonic()
-        for svc in await self.cluster.owned_services():
+        for svc in await self._owned_services():
             name = svc["metadata"]["name"]
             record = record_of(svc)
             if record is None:
@@ -181,6 +180,7 @@ class Agent:
             reuse_address=True,
         )
         self.ssh_port = int(self._server.get_addresses()[0][1])
+        await self.cluster.publish_host_key(self.config.pod, self.public_host_key)
         self._housekeeping = asyncio.create_task(self._housekeep())
         self.ready.set()
         log.info(
@@ -189,6 +189,21 @@ class Agent:
             self.ssh_port,
             self.host_key.get_fingerprint(),
         )
+
+    async def _owned_services(self) -> list[dict[str, Any]]:
+        """The Services pointing at the agent; retried for a while, since the agent's Role
+        may be created a moment after its pod starts."""
+        delay = 0.05
+        for attempt in range(40):
+            try:
+                return await self.cluster.owned_services()
+            except Exception as exc:
+                if attempt == 39:
+                    raise
+                log.info("cannot list services yet (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
 
     async def stop(self) -> None:
         """SIGTERM: sessions reconnect to the next agent pod at once, while connections still

@@ -208,13 +208,9 @@ def pod_spec(settings: AgentSettings) -> dict[str, Any]:
                 "command": ["python3", "-m", "cockpit.agent"],
                 "env": env,
                 "ports": [{"name": "ssh", "containerPort": SSH_PORT, "protocol": "TCP"}],
-                # The SSH port opens only once the agent has published its host key and
-                # re-opened the ports of the Services it owns: ready means routable.
-                "readinessProbe": {
-                    "tcpSocket": {"port": SSH_PORT},
-                    "periodSeconds": 1,
-                    "failureThreshold": 3,
-                },
+                # No readiness probe on purpose: sessions wait for the host key the agent
+                # publishes once it listens, and a probe's period (>= 1 s) would add up to
+                # that much to every agent start and every agent restart.
                 "resources": {
                     "requests": {"cpu": "50m", "memory": "48Mi"},
                     "limits": {"memory": "256Mi"},
@@ -267,3 +263,25 @@ def rbac_table() -> str:
     lines += ["", "A user of `cockpit up --intercept` / `cockpit down`, in the namespace:", ""]
     lines += [f"- {r.describe()}" for r in USER_RULES]
     return "\n".join(lines)
+
+
+def rules_allow(
+    rules: list[dict[str, Any]], verb: str, group: str, resource: str, name: str = ""
+) -> bool:
+    """Does one of ``rules`` (PolicyRules as JSON, e.g. a SelfSubjectRulesReview's
+    ``resourceRules``) grant ``verb`` on ``group``/``resource`` (named ``name``)?"""
+
+    def has(values: list[str], value: str) -> bool:
+        return "*" in values or value in values
+
+    for rule in rules:
+        if not (has(rule.get("verbs") or [], verb) and has(rule.get("apiGroups") or [], group)):
+            continue
+        resources = rule.get("resources") or []
+        base = resource.split("/")[0]
+        if not (has(resources, resource) or ("/" in resource and f"{base}/*" in resources)):
+            continue
+        names = rule.get("resourceNames") or []
+        if not names or (name and name in names):
+            return True
+    return False

@@ -50,7 +50,17 @@ class AgentOps(Protocol):
 
     def read_service(self, service: str) -> dict[str, Any]: ...
 
-    def point_at_agent(self, service: str, agent_ports: dict[int, int]) -> InterceptRecord: ...
+    def prepare_shadow(self, svc: dict[str, Any]) -> bool: ...
+
+    def point_at_agent(
+        self,
+        service: str,
+        agent_ports: dict[int, int],
+        svc: dict[str, Any] | None = None,
+        shadow_ready: bool = False,
+    ) -> InterceptRecord: ...
+
+    def delete_shadow(self, service: str) -> bool: ...
 
     def delete_agent(self) -> list[str]: ...
 
@@ -134,6 +144,7 @@ class InterceptSession:
         self.pod: AgentPod | None = None
         self.record: InterceptRecord | None = None
         self.created_agent = False
+        self._made_shadow = False
         self.connected = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -146,15 +157,28 @@ class InterceptSession:
         leaves the cluster as it was."""
         self._say("checking access and the service")
         await asyncio.to_thread(self.ops.check_access)
-        await asyncio.to_thread(self.ops.read_service, self.service)  # fails before any write
+        svc = await asyncio.to_thread(self.ops.read_service, self.service)  # before any write
         self._state("connecting")
-        pod, self.created_agent = await asyncio.to_thread(self.ops.ensure_agent, self.agent_timeout)
+        # The shadow Service does not need the agent: both start at once.
+        agent, shadow = await asyncio.gather(
+            asyncio.to_thread(self.ops.ensure_agent, self.agent_timeout),
+            asyncio.to_thread(self.ops.prepare_shadow, svc),
+            return_exceptions=True,
+        )
+        self._made_shadow = shadow is True
         try:
-            await self._attach(pod)
+            if isinstance(agent, BaseException):
+                raise agent
+            if isinstance(shadow, BaseException):
+                raise shadow
+            pod, self.created_agent = agent
+            await self._attach(pod, svc)
             if mode is not None:
                 await self._apply(mode, True)
                 self.mode = mode
         except BaseException:
+            if not isinstance(agent, BaseException):
+                self.created_agent = agent[1]
             await self._abandon()
             raise
         self._state("connected")
@@ -169,24 +193,30 @@ class InterceptSession:
         await self._close_link()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.ops.unregister_key, self.session_id)
+        if self._made_shadow and self.record is None:
+            # Made for this start, and the Service never pointed at the agent: not in use.
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.ops.delete_shadow, self.service)
         if self.created_agent:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.ops.delete_agent)
 
-    async def _attach(self, pod: AgentPod) -> None:
+    async def _attach(self, pod: AgentPod, svc: dict[str, Any] | None = None) -> None:
         """Connect to ``pod``, make sure the agent listens for the Service and the Service
-        points at it, and expose the local ports."""
+        points at it, and expose the local ports. ``svc``: the Service as just read."""
         link = await self.connect(pod, self.session_id)
         try:
             await link.hello()
-            svc = await asyncio.to_thread(self.ops.read_service, self.service)
+            fresh = svc is not None
+            if svc is None:
+                svc = await asyncio.to_thread(self.ops.read_service, self.service)
             ports = list(service_ports(svc))
             existing = record_of(svc)
             agent_ports = await link.reserve(
                 self.service, ports, existing.agent_ports() if existing else None
             )
             self.record = existing or await asyncio.to_thread(
-                self.ops.point_at_agent, self.service, agent_ports
+                self.ops.point_at_agent, self.service, agent_ports, svc, fresh
             )
             for port, local in self._local_ports(ports).items():
                 await link.expose(self.service, port, self.local_host, local)

@@ -153,3 +153,36 @@ def test_the_rbac_table_lists_every_rule() -> None:
         AGENT_RULES
     ) + len(USER_RULES)
     assert "configmaps (core) named cockpit-agent: get, patch" in table
+
+
+@pytest.mark.parametrize(
+    ("rules", "ask", "allowed"),
+    [
+        ([{"apiGroups": [""], "resources": ["services"], "verbs": ["get"]}],
+         ("get", "", "services", ""), True),
+        ([{"apiGroups": [""], "resources": ["services"], "verbs": ["get"]}],
+         ("patch", "", "services", ""), False),
+        ([{"apiGroups": ["apps"], "resources": ["services"], "verbs": ["get"]}],
+         ("get", "", "services", ""), False),
+        ([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],
+         ("create", "", "pods/portforward", ""), True),
+        ([{"apiGroups": [""], "resources": ["pods/*"], "verbs": ["create"]}],
+         ("create", "", "pods/portforward", ""), True),
+        ([{"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}],
+         ("create", "", "pods/portforward", ""), False),
+        ([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"],
+           "resourceNames": ["cockpit-agent"]}],
+         ("get", "", "configmaps", "cockpit-agent"), True),
+        ([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"],
+           "resourceNames": ["cockpit-agent"]}],
+         ("get", "", "configmaps", ""), False),
+        ([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"],
+           "resourceNames": ["other"]}],
+         ("get", "", "configmaps", "cockpit-agent"), False),
+        ([], ("get", "", "services", ""), False),
+    ],
+)  # fmt: skip
+def test_rules_allow(
+    rules: list[dict[str, Any]], ask: tuple[str, str, str, str], allowed: bool
+) -> None:
+    assert agent_spec.rules_allow(rules, *ask) is allowed

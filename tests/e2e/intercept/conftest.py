@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client
 
 from cockpit.adapters.agent import AgentCluster, ApiJson
-from cockpit.adapters.portforward import ApiServer, FixedTarget, PodTarget, PortForwardListener
+from cockpit.adapters.portforward import ApiServer, PortForwardListener
 from cockpit.core.agent_spec import AgentSettings
 from cockpit.core.intercept import AGENT_NAME, MANAGED_BY_LABEL
 from cockpit.engine.intercept import InterceptSession, kube_intercept
@@ -80,12 +80,14 @@ class Prober:
     async def who(
         self, url: str = "http://api:8080/echo", headers: dict[str, str] | None = None
     ) -> str:
+        """``local/<pod>`` or ``cluster``; ``error: ...`` when the request failed."""
         [(_, status, served_by, pod, _, err)] = await self.probe(url, 1, headers)
-        assert status == 200, err
+        if status != 200:
+            return f"error: {status} {err}"
         return f"{served_by}/{pod}" if served_by == "local" else str(served_by)
 
     async def until(self, expected: str, headers: dict[str, str] | None = None,
-                    within: float = 5.0) -> float:  # fmt: skip
+                    within: float = 5.0, interval: float = 0.05) -> float:  # fmt: skip
         """Seconds until ``who()`` answers ``expected`` (kube-proxy's sync lag after a
         Service change); AssertionError after ``within``."""
         t0 = time.monotonic()
@@ -94,7 +96,7 @@ class Prober:
             seen = await self.who(headers=headers)
             if seen == expected:
                 return time.monotonic() - t0
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(interval)
         raise AssertionError(f"still {seen!r}, not {expected!r}, after {within} s")
 
     async def start_load(self, url: str, rate: float, seconds: float,
@@ -123,38 +125,11 @@ def api_server(cluster: Cluster) -> ApiServer:
 
 @pytest.fixture
 async def prober(cluster: Cluster, shop: str, api_server: ApiServer) -> AsyncIterator[Prober]:
-    core = client.CoreV1Api(cluster.api())
-    script = (HERE / "prober.py").read_text()
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "prober", "labels": {"app": "prober"}},
-        "spec": {
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 0,
-            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [restricted_container("prober", PROBER_IMAGE, ["python3", "-c", script])],
-        },
-    }
-    await asyncio.to_thread(core.create_namespaced_pod, shop, pod)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        p = await asyncio.to_thread(core.read_namespaced_pod, "prober", shop)
-        if p.status.phase == "Running":
-            break
-        await asyncio.sleep(0.2)
-    listener = PortForwardListener(api_server, FixedTarget(PodTarget(shop, "prober", 9000)),
-                                   host="127.0.0.1", port=0)  # fmt: skip
-    await listener.start()
-    prober = Prober(listener)
-    for _ in range(100):  # the server inside starts a moment after the container
-        try:
-            await prober.call("/healthz")
-            break
-        except OSError:
-            await asyncio.sleep(0.1)
+    from tests.e2e.intercept.intercept_env import start_prober
+
+    prober = await start_prober(cluster.api(), api_server, shop)
     yield prober
-    await listener.close()
+    await prober.listener.close()
 
 
 @pytest.fixture

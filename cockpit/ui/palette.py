@@ -11,7 +11,6 @@ from textual.color import Color, ColorParseError
 
 # Log sources cycle through these; a theme may set any of log-source-1..8 in its variables.
 _SOURCE_BASES = ("primary", "secondary", "accent", "success")
-SOURCE_COLOURS = 8
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 
 import pytest
 from textual.widgets import Static
@@ -569,3 +570,25 @@ async def test_a_notice_leaves_the_status_bar_after_a_while(engine: FakeEngine) 
         app.view.dirty.add("status")
         await settle(pilot)
         assert "connecting to the agent" not in screen_text(app)
+
+
+async def test_an_internal_error_is_one_line_and_a_crash_report(
+    engine: FakeEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    app = make_app(engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        try:
+            raise RuntimeError("boom\nsecond line")
+        except RuntimeError as exc:
+            app._crash = exc
+        app._fatal_error()
+        printed = [str(r) for r in app._exit_renderables]
+        app._exit_renderables.clear()
+    assert printed == [
+        "cockpit: the screen stopped on an internal error: RuntimeError: boom "
+        f"(details: {tmp_path / 'cockpit' / 'ui-crash.log'})"
+    ]
+    report = (tmp_path / "cockpit" / "ui-crash.log").read_text()
+    assert "Traceback (most recent call last)" in report and "second line" in report

@@ -27,7 +27,7 @@ from textual.strip import Strip
 from textual.worker import get_current_worker
 
 from cockpit.core.events import Level, LogLine, SourceKind
-from cockpit.core.query import Query, parse_query
+from cockpit.core.query import Query
 from cockpit.ui.palette import Palette
 
 DEFAULT_MAX_LINES = 50_000
@@ -505,9 +505,3 @@ class LogView(ScrollView, can_focus=True):
         if selected:
             strip = strip.apply_style(palette.cursor)
         return strip
-
-
-def parse_or_empty(text: str) -> Query:
-    """A query for ``text``, or the empty query when it does not parse (used by tests/bench)."""
-    parsed = parse_query(text)
-    return parsed if isinstance(parsed, Query) else _EMPTY_QUERY

@@ -126,16 +126,10 @@ _MODE_LABELS = {
     ServiceMode.INTERCEPT_GLOBAL: "intercepted·global",
     ServiceMode.INTERCEPT_PERSONAL: "intercepted·personal",
 }
-_MODE_LABELS_SHORT = {
-    ServiceMode.REMOTE: "remote",
-    ServiceMode.LOCAL: "local",
-    ServiceMode.INTERCEPT_GLOBAL: "icpt·global",
-    ServiceMode.INTERCEPT_PERSONAL: "icpt·personal",
-}
 
 
-def mode_label(mode: ServiceMode, *, short: bool = False) -> str:
-    return (_MODE_LABELS_SHORT if short else _MODE_LABELS)[mode]
+def mode_label(mode: ServiceMode) -> str:
+    return _MODE_LABELS[mode]
 
 
 class ServicesTable(KeyedTable):
@@ -174,7 +168,7 @@ class ServicesTable(KeyedTable):
             ServiceMode.INTERCEPT_GLOBAL: palette.primary + palette.bold,
             ServiceMode.INTERCEPT_PERSONAL: palette.primary,
         }[row.mode]
-        mode = Text(mode_label(row.mode, short=not wide), style=mode_style)
+        mode = Text(mode_label(row.mode), style=mode_style)
         ready = _ready_cell(row, palette)
         restarts_value = row.process_restarts if row.process is not None else row.restarts
         restarts = Text(

@@ -33,12 +33,12 @@ _INFO, _WARNING, _ERROR = Level.INFO, Level.WARNING, Level.ERROR
 _EVENT = SourceKind.EVENT
 _MAX_BLANKS_BEFORE_CHAIN = 2
 
+# Kubernetes' vowel-free alphabet for name suffixes, with every digit (see _ZERO_DIGITS)
+_HASH = "[bcdfghjklmnpqrstvwxz0-9]"
 # What varies between occurrences of one problem, in one pattern (one pass over the text;
 # at each position the first alternative that matches wins, so timestamps and ids are
 # taken whole before their digits could be). No placeholder contains a digit or a hex run,
 # so normalizing twice changes nothing.
-# Kubernetes' vowel-free alphabet for name suffixes, with every digit (see _ZERO_DIGITS)
-_HASH = "[bcdfghjklmnpqrstvwxz0-9]"
 _VARIABLE = re.compile(
     # 2024-05-01T10:00:00.123Z, 2024/05/01 10:00:00,123 +0200, 10:00:00.5
     r"(\d{4}[-/]\d{2}[-/]\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?(?:[.,]\d+)?)?"
@@ -54,6 +54,10 @@ _VARIABLE = re.compile(
 )
 _PLACEHOLDERS = ("", "<ts>", "<uuid>", "-<pod>", "<hex>", "#")
 _SPACES = re.compile(r"\s+")
+# Stripped from titles: the alert shows when it was seen, the line's own stamp is noise.
+_LEADING_TIMESTAMP = re.compile(
+    r"\[?\d{4}[-/]\d{2}[-/]\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?\]?\s+"
+)
 
 
 def _placeholder(match: re.Match[str]) -> str:
@@ -67,11 +71,6 @@ def _placeholder(match: re.Match[str]) -> str:
 _ZERO_DIGITS = str.maketrans("123456789", "000000000")
 _NORMALIZED: dict[str, str] = {}
 _NORMALIZED_MAX = 4096
-
-
-_LEADING_TIMESTAMP = re.compile(
-    r"\[?\d{4}[-/]\d{2}[-/]\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?\]?\s+"
-)
 
 
 def normalize_message(text: str) -> str:

@@ -64,7 +64,7 @@ class _Terms:
 
     words: list[str]  # casefolded substrings that must be in the text
     not_words: list[str]  # casefolded substrings that must not be
-    checks: list[Predicate]  # field tests (cheap: attribute compares) and regexes
+    checks: list[Predicate]  # field tests: cheap attribute compares, run first
     regex_checks: list[Predicate]  # regexes last: they cost the most
 
 

@@ -186,3 +186,10 @@ def test_rules_allow(
     rules: list[dict[str, Any]], ask: tuple[str, str, str, str], allowed: bool
 ) -> None:
     assert agent_spec.rules_allow(rules, *ask) is allowed
+
+
+def test_docs_show_the_rbac_table_the_code_grants() -> None:
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "agent.md"
+    assert agent_spec.rbac_table() in doc.read_text()

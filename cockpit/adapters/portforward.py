@@ -841,6 +841,9 @@ class SpdyStreamTransport(asyncio.Transport):
         if self.finished or self.local_fin:
             return
         size = len(data)
+        if 0 < size <= MAX_FRAME:  # the usual case: one frame, one TLS record
+            self.conn.tls.write(spdy.data_header(self.data_id, size) + data)
+            return
         tls = self.conn.tls
         for start in range(0, size, MAX_FRAME):
             chunk = data[start : start + MAX_FRAME]

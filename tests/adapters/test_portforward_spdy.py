@@ -106,3 +106,36 @@ def test_frame_layouts() -> None:
     assert spdy.rst_stream(9, spdy.CANCEL) == bytes.fromhex("80030003000000080000000900000005")
     assert spdy.goaway() == bytes.fromhex("800300070000000800000000" + "00000000")
     assert spdy.data_header(1, 70000) == struct.pack("!II", 1, 70000)
+
+
+async def test_an_api_server_without_spdy_falls_back_to_websockets() -> None:
+    import asyncio
+    import json
+
+    from cockpit.adapters.portforward import ApiServer, open_pod_stream
+    from cockpit.errors import NotFoundError
+
+    seen: list[str] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        seen.append(head.split("\r\n")[0].split(" ")[0])
+        if "SPDY/3.1" in head:
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        else:
+            body = json.dumps({"kind": "Status", "message": 'pods "p" not found'}).encode()
+            writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: %d\r\n\r\n" % len(body))
+            writer.write(body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    api = ApiServer(f"http://127.0.0.1:{port}", None)
+    try:
+        with pytest.raises(NotFoundError, match='pods "p" not found'):
+            await open_pod_stream(api, "ns", "p", 80, connect_timeout=5)
+        assert seen == ["POST", "GET"]  # SPDY asked first, then a websocket
+        assert api.transport == "websocket"  # and remembered
+    finally:
+        server.close()

@@ -103,6 +103,12 @@ class ApiServer:
             tuple[dict[tuple[str, str], _SpdyConnection], dict[tuple[str, str], asyncio.Lock]],
         ] = weakref.WeakKeyDictionary()
 
+    def close_connections(self) -> None:
+        """Close this event loop's pooled SPDY connections (their streams end)."""
+        pool, _ = self.spdy_pool()
+        for conn in list(pool.values()):
+            conn.close()
+
     def spdy_pool(self) -> tuple[dict[tuple[str, str], _SpdyConnection], dict[Any, asyncio.Lock]]:
         """This event loop's SPDY connections and the locks that keep one per pod."""
         return self._spdy.setdefault(asyncio.get_running_loop(), ({}, {}))
@@ -1485,6 +1491,10 @@ class KubePortForwarder:
         )
         await listener.start()
         return listener
+
+    def close(self) -> None:
+        """At the end of a session: close the shared connections to the API server."""
+        self.api.close_connections()
 
     async def open_stream(
         self, namespace: str, pod: str, port: int

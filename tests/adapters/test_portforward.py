@@ -140,6 +140,8 @@ async def test_fifty_concurrent_connections(listener: PortForwardListener) -> No
     assert listener.stats.failed == 0
     if listener.api.transport == "spdy":
         assert len(listener.api.spdy_pool()[0]) == 1  # every stream on one connection
+        listener.api.close_connections()
+        assert listener.api.spdy_pool()[0] == {}
 
 
 async def test_half_close_still_gets_the_whole_answer(listener: PortForwardListener) -> None:

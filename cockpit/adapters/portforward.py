@@ -1477,6 +1477,10 @@ class PortForwarder(Protocol):
         """A stream to one pod's port without a local listener."""
         ...
 
+    def close(self) -> None:
+        """At the end of a session: close what the streams shared."""
+        ...
+
 
 class KubePortForwarder:
     """The real PortForwarder: everything through one ApiServer."""

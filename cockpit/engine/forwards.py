@@ -312,6 +312,10 @@ class ServiceForwards:
         except CockpitError as exc:
             for fwd in group:
                 fwd.fail(exc.one_line())
+        except Exception as exc:  # a bug or a library surprise: say so, keep the session
+            log.exception("watching the pods behind %s failed", spec.name)
+            for fwd in group:
+                fwd.fail(f"watching the pods behind {spec.name} failed: {exc}")
 
     async def _report_loop(self) -> None:
         while True:

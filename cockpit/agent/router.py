@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from cockpit.core.intercept import RouteTable, sniff_http1
 log = logging.getLogger("cockpit.agent")
 
 CHUNK = 256 * 1024
+RESOLVE_TTL = 5.0
 REPLAY_LIMIT = 1 << 20  # request bodies up to this size can be re-sent when a session drops
 
 
@@ -126,6 +128,7 @@ class Router:
         self.services: dict[str, ServiceListeners] = {}
         self.served: Counter[tuple[str, str]] = Counter()  # (service, "origin"|session) -> n
         self._conns: set[asyncio.Task[None]] = set()
+        self._addresses: dict[str, tuple[str, float]] = {}
 
     def ports_in_use(self) -> set[int]:
         return {p for s in self.services.values() for p in s.ports.values()}
@@ -183,11 +186,29 @@ class Router:
             except Exception as exc:
                 log.info("session %s unreachable for %s (%r): original pods", target, service, exc)
         host, oport = self.origin(service, port)
-        try:
-            r2, w2 = await asyncio.wait_for(asyncio.open_connection(host, oport), self.open_timeout)
-        except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"{host}:{oport}: {exc or type(exc).__name__}") from exc
-        return Upstream(None, r2, w2)
+        for attempt in (1, 2):
+            try:
+                address = await self._resolve(host, fresh=attempt == 2)
+                r2, w2 = await asyncio.wait_for(
+                    asyncio.open_connection(address, oport), self.open_timeout
+                )
+                return Upstream(None, r2, w2)
+            except (OSError, TimeoutError) as exc:
+                if attempt == 2:
+                    raise UpstreamError(f"{host}:{oport}: {exc or type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
+
+    async def _resolve(self, host: str, fresh: bool = False) -> str:
+        """``host``'s address, looked up at most every RESOLVE_TTL seconds: a lookup per
+        proxied connection would cost a thread-pool hop and a DNS round trip each time."""
+        loop = asyncio.get_running_loop()
+        cached = self._addresses.get(host)
+        if cached is not None and not fresh and cached[1] > loop.time():
+            return cached[0]
+        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        address = str(infos[0][4][0])
+        self._addresses[host] = (address, loop.time() + RESOLVE_TTL)
+        return address
 
     async def handle(self, service: str, port: int, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:  # fmt: skip

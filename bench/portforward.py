@@ -271,6 +271,7 @@ def main(transport: str) -> int:
                     c0 = cpu_seconds(pid)
                     results[name].append(fn(host, port))
                     cpu[name] += cpu_seconds(pid) - c0
+            cpu_seconds_used[label] = {name: round(cpu[name], 2) for name in targets}
             for name, values in results.items():
                 shown = ", ".join(f"{v:.0f}" for v in values)
                 print(
@@ -279,6 +280,7 @@ def main(transport: str) -> int:
                 )
             return results
 
+        cpu_seconds_used: dict[str, dict[str, float]] = {}
         mbps = measure("MB/s", lambda h, p: download(h, p, DOWNLOAD), DOWNLOAD_ROUNDS)
         rate = measure("requests/s", request_rate, RATE_ROUNDS)
     finally:
@@ -321,6 +323,8 @@ def main(transport: str) -> int:
                 "request_rate_ratio": round(ratios["request_rate"], 3),
                 "throughput_mb_s": [round(x, 1) for x in figures["throughput"][:2]],
                 "request_rate_per_s": [round(x, 1) for x in figures["request_rate"][:2]],
+                # CPU seconds each forwarder process used during the download and rate rounds
+                "forwarder_cpu_s": cpu_seconds_used,
             }
         )
     )

@@ -87,6 +87,10 @@ def _status_message(body: bytes | str | None) -> str:
     return ""
 
 
+class ResourceGone(ClusterError):
+    """HTTP 410: a watch's resourceVersion is older than the server keeps (relist)."""
+
+
 def api_error(status: int, body: bytes | str | None, what: str) -> CockpitError:
     """The CockpitError for an API answer with HTTP ``status`` to the request ``what``."""
     message = _status_message(body)
@@ -101,6 +105,8 @@ def api_error(status: int, body: bytes | str | None, what: str) -> CockpitError:
         )
     if status == 404:
         return NotFoundError(f"{what}: {message or 'not found'}")
+    if status == 410:
+        return ResourceGone(f"{what}: {message or 'gone'}")
     return ClusterError(f"{what}: {message or f'HTTP {status}'}")
 
 
@@ -668,10 +674,6 @@ class LogStream:
 # -- list + watch ----------------------------------------------------------------------------
 
 
-class _Gone(Exception):
-    """The watch's resourceVersion is too old (HTTP 410): relist."""
-
-
 class NamespaceWatch:
     """List then watch some kinds of one namespace, for as long as it runs.
 
@@ -797,7 +799,7 @@ class NamespaceWatch:
                     self._put((kind, "connected"))
                 backoff.reset()
                 version = self._read_events(kind, response, version)
-            except _Gone:
+            except ResourceGone:
                 version = ""  # relist at once: the API server is there
             except Exception as exc:
                 if self._stop.is_set():
@@ -833,7 +835,7 @@ class NamespaceWatch:
                     change, obj = event.get("type"), event.get("object") or {}
                     if change == "ERROR":
                         if obj.get("code") == 410:
-                            raise _Gone()
+                            raise ResourceGone(f"watch {kind}: {obj.get('message', 'gone')}")
                         raise ClusterError(f"watch {kind}: {obj.get('message') or obj}")
                     new_version = (obj.get("metadata") or {}).get("resourceVersion")
                     if new_version:

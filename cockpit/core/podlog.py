@@ -92,18 +92,27 @@ def _with_offset(epoch: int, rest: str) -> float:
     return epoch + frac
 
 
+def _order_key(stamp: str) -> str:
+    """``2024-05-01T10:00:00.5Z`` -> ``2024-05-01T10:00:00.500000000``: comparable as text
+    (the kubelet trims trailing zeros from the nanoseconds)."""
+    frac = stamp[20:-1] if len(stamp) > 20 and stamp[19] == "." and stamp[-1] == "Z" else ""
+    return stamp[:19] + "." + frac.ljust(9, "0")
+
+
 @dataclass(slots=True)
 class LogCursor:
     """Where a container's log stream has got to, so a new request resumes it exactly.
 
     The log API's ``sinceTime`` has one-second precision, so a resumed stream repeats the
-    lines of the last second already seen: those are recognised by (timestamp, text) and
-    dropped. Everything after is new. One cursor spans a container's instances too: a
-    restarted container's lines are all later than its predecessor's.
+    lines of that second: those seen are recognised by (timestamp, text), and those before
+    the last line seen (skipped by a ``tailLines`` start) by their time; both are dropped.
+    Everything after is new. One cursor spans a container's instances too: a restarted
+    container's lines are all later than its predecessor's.
     """
 
-    last_stamp: str = ""  # full RFC 3339 timestamp of the last line accepted
-    second: str = ""  # its first 19 characters: "2024-05-01T10:00:00"
+    second: str = ""  # "2024-05-01T10:00:00": the second of the latest line accepted
+    latest: str = ""  # _order_key of the latest line accepted
+    resuming: bool = False  # between resume() and the first line after ``latest``
     _seen: set[tuple[str, str]] = field(default_factory=set)
 
     @property
@@ -111,23 +120,36 @@ class LogCursor:
         return bool(self.second)
 
     def since_time(self) -> str:
-        """The ``sinceTime`` to resume from ("" before the first line)."""
+        """The ``sinceTime`` that resumes the stream ("" before the first line)."""
         return self.second + "Z" if self.second else ""
+
+    def resume(self) -> str:
+        """Prepare for a new request that repeats from ``since_time()``; returns it."""
+        self.resuming = self.started
+        return self.since_time()
 
     def accept(self, stamp: str, text: str) -> bool:
         """Whether a line is new (and, if so, remember it)."""
         second = stamp[:19]
+        if second < self.second:
+            # Older than the second resumed from: never sent again by a resumed stream, so
+            # this is a line written a little out of order (stdout and stderr interleave).
+            return not self.resuming
         key = (stamp, text)
         if second == self.second:
             if key in self._seen:
                 return False
+            order = _order_key(stamp)
+            if self.resuming and order < self.latest:
+                return False  # before the last line seen: a line a tail start skipped
             self._seen.add(key)
-        elif second > self.second:
+        else:
             self.second = second
             self._seen = {key}
-        # else: a line older than the last second seen (stdout and stderr can interleave a
-        # little out of order): it was not seen before, as a resume never goes back that far.
-        self.last_stamp = stamp
+            order = _order_key(stamp)
+        if order > self.latest:
+            self.latest = order
+            self.resuming = False
         return True
 
 
@@ -138,7 +160,7 @@ class LogSplitter:
     for the next chunk. Lines the cursor has seen are dropped.
     """
 
-    __slots__ = ("_parse", "_rest", "cursor", "service", "source", "stream")
+    __slots__ = ("_parse", "_rest", "cursor", "foreign", "service", "source", "stream")
 
     def __init__(
         self, source: str, service: str, cursor: LogCursor | None = None, stream: str = "stdout"
@@ -149,6 +171,9 @@ class LogSplitter:
         self.cursor = cursor if cursor is not None else LogCursor()
         self._rest = b""
         self._parse = TimestampParser()
+        # Lines without a timestamp are the kubelet's, not the container's: it writes errors
+        # into a stream it already answered 200 ("unable to retrieve container logs ...").
+        self.foreign: list[str] = []
 
     def feed(self, chunk: bytes) -> list[LogLine]:
         data = self._rest + chunk if self._rest else chunk
@@ -175,6 +200,9 @@ class LogSplitter:
         source, service, stream = self.source, self.service, self.stream
         for raw in data.decode("utf-8", "replace").split("\n"):
             stamp, _, text = raw.partition(" ")
+            if len(stamp) < 20 or stamp[4] != "-" or stamp[10] != "T":
+                self.foreign.append(raw)
+                continue
             if text.endswith("\r"):
                 text = text[:-1]
             if not accept(stamp, text):

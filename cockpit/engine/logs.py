@@ -43,6 +43,7 @@ class _Container:
     service: str
     existed_at_start: bool
     view: ContainerView | None = None
+    deleting: bool = False  # the pod is being deleted: its containers are stopping
     gone: bool = False
     version: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -127,6 +128,7 @@ class PodLogs:
                     else:
                         entry.view = pod.container(name)
                         entry.gone = False
+                    entry.deleting = pod.deleting
                     entry.touch()
         for key, entry in list(self._containers.items()):
             if key not in present and not entry.gone:
@@ -204,7 +206,7 @@ class PodLogs:
                     self._namespace,
                     entry.pod,
                     entry.name,
-                    since_time=cursor.since_time(),
+                    since_time=cursor.resume(),
                     tail_lines=None if cursor.started else tail,
                 )
             except NotFoundError:
@@ -239,11 +241,17 @@ class PodLogs:
                 continue
             backoff.reset()
             self._emit(splitter.finish())
+            self._drop_foreign(entry, splitter)
             if tail is not None and not cursor.started:
                 # An empty tail: from now on everything the container writes is new.
                 tail = None
             latest = entry.view
-            if latest is None or latest.log_instance != instance or latest.state != "running":
+            if (
+                latest is None
+                or latest.log_instance != instance
+                or latest.state != "running"
+                or entry.deleting
+            ):
                 entry.finished.add(instance)
             elif entry.gone:
                 return
@@ -251,6 +259,12 @@ class PodLogs:
                 # The stream ended while the pod status still says running: the status lags
                 # the container's exit. Look again when it changes, or soon.
                 await entry.wait_change(entry.version, 1.0)
+
+    @staticmethod
+    def _drop_foreign(entry: _Container, splitter: LogSplitter) -> None:
+        for text in splitter.foreign:
+            log.debug("log %s: from the kubelet: %s", entry.source, text)
+        splitter.foreign.clear()
 
     def _note_restart(self, entry: _Container, view: ContainerView) -> None:
         if entry.restarts_seen is not None and view.restarts > entry.restarts_seen:
@@ -272,7 +286,7 @@ class PodLogs:
             since, tail = "", self._previous
         else:
             splitter = LogSplitter(entry.source, entry.service, cursor, stream="previous")
-            since, tail = cursor.since_time(), None
+            since, tail = cursor.resume(), None
         try:
             stream = await self._source.follow_log(
                 self._namespace,
@@ -295,6 +309,7 @@ class PodLogs:
                     lines.extend(splitter.feed(chunk))
                 self._emit(lines)
             self._emit(splitter.finish())
+            self._drop_foreign(entry, splitter)
         except CockpitError as exc:
             log.debug("previous log %s broke: %s", entry.source, exc.message)
         finally:

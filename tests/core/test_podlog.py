@@ -100,7 +100,7 @@ def test_resume_drops_the_repeated_second_and_keeps_the_rest() -> None:
         )
     )
     assert texts(seen) == ["a", "b", "c"]
-    assert cursor.since_time() == "2024-05-01T10:00:01Z"
+    assert cursor.resume() == "2024-05-01T10:00:01Z"
     # The connection broke; the resumed stream starts at the second of the last line.
     second = LogSplitter("p/c", "s", cursor)
     resumed = second.feed(
@@ -137,25 +137,32 @@ def test_cursor_before_any_line() -> None:
 
 
 @given(
-    st.lists(st.integers(min_value=0, max_value=2_000), min_size=1, max_size=60).map(sorted),
+    # Distinct times: the kubelet stamps lines with nanoseconds.
+    st.sets(st.integers(min_value=0, max_value=2_000), min_size=1, max_size=60).map(sorted),
     st.data(),
 )
 def test_any_break_and_resume_yields_each_line_once(
     offsets: list[int], data: st.DataObject
 ) -> None:
-    """However often a stream breaks (mid-line included), the lines arrive once, in order."""
+    """However often a stream breaks (mid-line included), and wherever a tail start began it,
+    the lines from there on arrive once, in order."""
     lines = []
     for i, millis in enumerate(offsets):
         seconds, ms = divmod(millis, 1000)
-        lines.append((f"2024-05-01T10:00:{seconds:02d}.{ms:03d}000Z", f"line {i % 7}"))
-    full = stream(*lines)
+        frac = f"{ms:03d}".rstrip("0")  # the kubelet trims trailing zeros
+        stamp = f"2024-05-01T10:00:{seconds:02d}" + (f".{frac}" if frac else "") + "Z"
+        lines.append((stamp, f"line {i % 7}"))
+    tail_start = data.draw(st.integers(0, len(lines) - 1))  # where a tailLines start begins
     cursor = LogCursor()
     got: list[str] = []
     splitter = LogSplitter("p/c", "s", cursor)
     for breaks in range(6):
-        # The server sends from the cursor's second on (what sinceTime gives)...
-        since = cursor.since_time()[:-1] if cursor.started else ""
-        start = next((i for i, (stamp, _) in enumerate(lines) if stamp[:19] >= since), len(lines))
+        if cursor.started:
+            # The server sends from the cursor's second on (what sinceTime gives)...
+            since = cursor.resume()[:-1]
+            start = next((i for i, (st_, _) in enumerate(lines) if st_[:19] >= since), len(lines))
+        else:
+            start = tail_start
         sent = stream(*lines[start:])
         # ...and the connection breaks somewhere (up to five times), or the stream completes.
         cut = len(sent) if breaks == 5 else data.draw(st.integers(0, len(sent)))
@@ -165,8 +172,40 @@ def test_any_break_and_resume_yields_each_line_once(
             break
         splitter.reset()
     parse = TimestampParser()
-    assert got == [f"{parse(stamp):.3f} {text}" for stamp, text in lines]
-    assert full  # the whole stream was non-empty
+    assert got == [f"{parse(stamp):.3f} {text}" for stamp, text in lines[tail_start:]]
+
+
+def test_resume_after_a_tail_start_does_not_bring_back_the_skipped_lines() -> None:
+    cursor = LogCursor()
+    # A tail start showed only the last two lines of the second 10:00:00.
+    LogSplitter("p/c", "s", cursor).feed(
+        stream(("2024-05-01T10:00:00.8Z", "c"), ("2024-05-01T10:00:00.9Z", "d"))
+    )
+    assert cursor.resume() == "2024-05-01T10:00:00Z" and cursor.resuming
+    resumed = LogSplitter("p/c", "s", cursor).feed(
+        stream(
+            ("2024-05-01T10:00:00.1Z", "a"),
+            ("2024-05-01T10:00:00.5Z", "b"),
+            ("2024-05-01T10:00:00.8Z", "c"),
+            ("2024-05-01T10:00:00.9Z", "d"),
+            ("2024-05-01T10:00:00.95Z", "e"),
+            ("2024-05-01T10:00:01Z", "f"),
+        )
+    )
+    assert texts(resumed) == ["e", "f"]
+    assert not cursor.resuming
+
+
+def test_a_line_written_out_of_order_is_kept_while_streaming() -> None:
+    cursor = LogCursor()
+    lines = LogSplitter("p/c", "s", cursor).feed(
+        stream(
+            ("2024-05-01T10:00:01.2Z", "stdout"),
+            ("2024-05-01T10:00:01.1Z", "stderr, a little earlier"),
+            ("2024-05-01T10:00:00.9Z", "and one from the second before"),
+        )
+    )
+    assert len(lines) == 3
 
 
 @pytest.mark.parametrize("size", [1, 6, 8, 256])
@@ -194,3 +233,10 @@ def test_source_colour_uses_the_pod_part() -> None:
 def test_pod_colour_needs_a_palette() -> None:
     with pytest.raises(ValueError):
         pod_colour("x", 0)
+
+
+def test_lines_without_a_timestamp_are_the_kubelets_not_the_containers() -> None:
+    splitter = LogSplitter("p/c", "s")
+    data = b"2024-05-01T10:00:00Z real\nunable to retrieve container logs for containerd://ab\n"
+    assert texts(splitter.feed(data)) == ["real"]
+    assert splitter.foreign == ["unable to retrieve container logs for containerd://ab"]

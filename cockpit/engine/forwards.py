@@ -404,3 +404,35 @@ async def env_file(
         *(f"note: {note}" for note in env.notes),
     ]
     return format_dotenv(env, header), env
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """What a session's local process needs to reach the cluster: the running forwards and
+    its Deployment's environment pointed at them (``env.as_dict()`` goes under cockpit.yaml's
+    own ``env``, which wins)."""
+
+    forwards: ServiceForwards
+    env: ImportedEnv
+
+
+async def start_outbound(
+    forwarder: PortForwarder,
+    catalog: ServiceCatalog,
+    source: EnvSource,
+    namespace: str,
+    service: str,
+    publish: Callable[[Event], None],
+    *,
+    container: str | None = None,
+) -> Outbound:
+    """Forward every other service of the namespace and import ``service``'s environment;
+    stop with ``outbound.forwards.stop()`` (then ``forwarder.close()``)."""
+    forwards = ServiceForwards(forwarder, catalog, namespace, publish)
+    addresses = await forwards.start(exclude={service})
+    try:
+        env = await imported_env(source, namespace, service, addresses, container=container)
+    except BaseException:
+        await forwards.stop()
+        raise
+    return Outbound(forwards, env)

@@ -21,7 +21,7 @@ from kubernetes import client
 from cockpit.adapters.envsource import KubeEnvSource, write_private_file
 from cockpit.adapters.portforward import ApiServer, KubePortForwarder
 from cockpit.adapters.servicecatalog import KubeServiceCatalog
-from cockpit.engine.forwards import ServiceForwards, env_file
+from cockpit.engine.forwards import env_file, start_outbound
 from cockpit.errors import NotFoundError
 from tests.conftest import REPO, Cluster
 
@@ -148,15 +148,23 @@ def _free_port() -> int:
 async def test_local_api_with_the_imported_env_reaches_the_cluster_store(
     cluster: Cluster, adapters: Adapters, shared_shop: str, tmp_path: Path
 ) -> None:
-    forwards = ServiceForwards(adapters.forwarder, adapters.catalog, shared_shop, lambda e: None)
-    await forwards.start(exclude={"api"})
+    outbound = await start_outbound(
+        adapters.forwarder,
+        adapters.catalog,
+        adapters.source,
+        shared_shop,
+        "api",
+        lambda e: None,
+    )
     proc: subprocess.Popen[bytes] | None = None
     try:
+        # What `cockpit env api` writes while the session runs: the same addresses.
         text, _ = await env_file(adapters.source, adapters.catalog, shared_shop, "api")
         env_path = write_private_file(tmp_path / ".env", text)
         import dotenv
 
         imported: dict[str, Any] = dotenv.dotenv_values(env_path, interpolate=False)
+        assert imported == outbound.env.as_dict()
         port = _free_port()
         env = {
             "PATH": os.environ.get("PATH", ""),
@@ -192,7 +200,8 @@ async def test_local_api_with_the_imported_env_reaches_the_cluster_store(
         if proc is not None:
             proc.terminate()
             proc.wait(10)
-        await forwards.stop()
+        await outbound.forwards.stop()
+        adapters.forwarder.close()
 
 
 async def _get_json(host: str, port: int, path: str, within: float) -> dict[str, Any]:

@@ -1062,6 +1062,8 @@ async def _connect_spdy(
     protocol = protocol_factory()
     stream.set_protocol(protocol)
     protocol.connection_made(stream)
+    if conn.writing_paused:  # the shared connection's buffer is full right now
+        stream.pause_app()
     stream.resume_reading()
     return stream, protocol
 

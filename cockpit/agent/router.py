@@ -343,7 +343,8 @@ class HttpRouting:
                     body_size += len(data)
                     if body_size <= REPLAY_LIMIT:
                         body.append(data)
-                    up.writer.write(up.conn.send(h11.Data(data=data)))
+                    for piece in up.conn.send_with_data_passthrough(h11.Data(data=data)) or ():
+                        up.writer.write(piece)
                     await up.writer.drain()
                 elif isinstance(event, h11.EndOfMessage):
                     up.writer.write(up.conn.send(event))
@@ -422,7 +423,8 @@ class HttpRouting:
                     await self._switch_protocols(up)
                     return False
             elif isinstance(event, h11.Data):
-                self.writer.write(self.down.send(h11.Data(data=bytes(event.data))))
+                # Passed through as is: no copy of the body on its way.
+                self.writer.writelines(self.down.send_with_data_passthrough(event) or ())
                 await self.writer.drain()
             elif isinstance(event, h11.EndOfMessage):
                 self.writer.write(self.down.send(event))

@@ -6,12 +6,17 @@ Its control API (reached through a port-forward), JSON in and out:
   POST /load  {"url", "rate", "seconds", "headers"} -> {"id"}: paced requests in the background
   GET  /load/<id>                                   -> {"done", "results"}
   POST /fetch {"url", "headers"}                    -> {"status", "body"} of one request
+  POST /download {"host", "port", "size"}          -> {"mbps"}: one GET /bytes?n=size
+  POST /rate {"host", "port", "seconds", "connections"} -> {"rps"}: GET /healthz, keep-alive
   POST /mark                                        -> {"t"}: now, on the results' clock
 Each result: [t_start, status, served_by, pod, seconds, error].
 """
 
+import asyncio
 import http.client
 import json
+import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -89,6 +94,64 @@ def load(lid, spec):
     LOADS[lid] = {"done": True, "results": results}
 
 
+def download(host, port, size):
+    """MB/s of one GET /bytes?n=size, timed from request to last byte (as bench/portforward)."""
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    with socket.create_connection((host, port), timeout=60) as sock:
+        t0 = time.perf_counter()
+        sock.sendall(f"GET /bytes?n={size} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            n = sock.recv_into(view)
+            if not n:
+                raise ConnectionError("closed before the answer's head")
+            head += bytes(view[:n])
+        got = len(head) - head.index(b"\r\n\r\n") - 4
+        while got < size:
+            n = sock.recv_into(view)
+            if not n:
+                raise ConnectionError(f"closed after {got} of {size} bytes")
+            got += n
+        elapsed = time.perf_counter() - t0
+    return size / elapsed / 1e6
+
+
+async def _rate(host, port, seconds, connections):
+    """Requests/s of GET /healthz over keep-alive connections (as bench/portforward)."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
+    counts = []
+    started = asyncio.Event()
+    stop_at = [0.0]
+
+    async def answer(reader):
+        head = await reader.readuntil(b"\r\n\r\n")
+        m = re.search(rb"(?i)content-length:\s*(\d+)", head)
+        await reader.readexactly(int(m[1]) if m else 0)
+
+    async def worker():
+        reader, writer = await asyncio.open_connection(host, port)
+        for _ in range(3):
+            writer.write(request)
+            await answer(reader)
+        await started.wait()
+        n = 0
+        while time.perf_counter() < stop_at[0]:
+            writer.write(request)
+            await answer(reader)
+            n += 1
+        counts.append(n)
+        writer.close()
+
+    tasks = [asyncio.create_task(worker()) for _ in range(connections)]
+    await asyncio.sleep(0.3)
+    t0 = time.perf_counter()
+    stop_at[0] = t0 + seconds
+    started.set()
+    await asyncio.gather(*tasks)
+    return sum(counts) / (time.perf_counter() - t0)
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -129,6 +192,13 @@ class Handler(BaseHTTPRequestHandler):
             r = c.getresponse()
             self.reply({"status": r.status, "body": r.read().decode(errors="replace")})
             c.close()
+        elif path == "/download":
+            self.reply({"mbps": download(spec["host"], spec["port"], spec["size"])})
+        elif path == "/rate":
+            rps = asyncio.run(
+                _rate(spec["host"], spec["port"], spec["seconds"], spec["connections"])
+            )
+            self.reply({"rps": rps})
         elif path == "/mark":
             self.reply({"t": now()})
         else:

@@ -224,7 +224,7 @@ class Kube:
         self.configuration = configuration
         self.context = context
         self.namespace = namespace
-        self.user = user
+        self.user = user  # the kubeconfig's name for the user entry
         self.kubeconfig = kubeconfig
         self.server = str(configuration.host)
         self._api = client.ApiClient(configuration)
@@ -273,6 +273,23 @@ class Kube:
             user=str(details.get("user") or ""),
             kubeconfig=shown,
         )
+
+    @property
+    def identity(self) -> str:
+        """Who the API server sees, when the credentials say so without asking it (1.20 has
+        no SelfSubjectReview): a ServiceAccount token's subject; "" otherwise."""
+        keys = self.configuration.api_key or {}
+        token = str(keys.get("BearerToken") or keys.get("authorization") or "")
+        parts = token.removeprefix("Bearer ").split(".")
+        if len(parts) != 3:
+            return ""
+        import base64
+
+        try:
+            payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except ValueError:
+            return ""
+        return str(payload.get("sub", "")) if isinstance(payload, dict) else ""
 
     def close(self) -> None:
         self._api.rest_client.close()
@@ -1019,7 +1036,8 @@ def run_shell(
 
     try:
         if is_tty:
-            ttymod.setraw(fd_in)
+            # TCSANOW, not setraw's default TCSAFLUSH: keys typed ahead reach the shell.
+            ttymod.setraw(fd_in, termios.TCSANOW)
             if in_main:
                 previous_handler = signal.signal(signal.SIGWINCH, on_winch)
             send_size()

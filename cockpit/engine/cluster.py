@@ -354,5 +354,5 @@ async def doctor(
         version=version,
         namespace_exists=exists,
         checks=tuple(checks),
-        user=getattr(source, "user", ""),
+        user=getattr(source, "identity", ""),
     )

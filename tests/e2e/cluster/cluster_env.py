@@ -8,6 +8,7 @@ import base64
 import contextlib
 import json
 import socket
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -295,3 +296,7 @@ async def running(watcher: Any) -> Any:
         yield watcher
     finally:
         await watcher.stop()
+
+
+# ``cockpit`` as a user runs it (the package has no __main__).
+COCKPIT = [sys.executable, "-c", "import sys; from cockpit.cli import main; sys.exit(main())"]

@@ -965,6 +965,10 @@ def setup_network() -> None:
         run(["ip", "link", "add", NODE_BRIDGE, "type", "bridge"])
         run(["ip", "addr", "add", f"{NODE_IP}/32", "dev", NODE_BRIDGE])
     run(["ip", "link", "set", NODE_BRIDGE, "up"])
+    # kube-proxy DNATs live ClusterIPs before routing; a pod dialing an unallocated or
+    # just-deleted one would otherwise follow the default route to the uplink. On the
+    # port-less node bridge it goes nowhere (and host -> ClusterIP still works).
+    run(["ip", "route", "replace", SERVICE_CIDR, "dev", NODE_BRIDGE])
     chains_before = STATE / "iptables.before.json"
     if not chains_before.exists():
         chains_before.write_text(json.dumps(sorted(kube_chains())))

@@ -29,6 +29,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
 import urllib3
+import yaml
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
@@ -248,7 +249,7 @@ class Kube:
         list_contexts: Any = config.list_kube_config_contexts
         try:
             contexts, active = list_contexts(config_file=path)
-        except (ConfigException, OSError, ValueError, TypeError) as exc:
+        except (ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read kubeconfig {shown}: {exc}") from exc
         names = [c.get("name", "") for c in contexts or ()]
         if context is not None and context not in names:
@@ -264,7 +265,7 @@ class Kube:
             load_config(
                 config_file=path, context=context, client_configuration=cfg, persist_config=False
             )
-        except (ConfigException, OSError, ValueError, TypeError) as exc:
+        except (ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot use kubeconfig {shown}: {exc}") from exc
         return cls(
             cfg,

@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cockpit import __version__
 from cockpit.errors import CockpitError, UsageError
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from cockpit.core.config import CockpitConfig
     from cockpit.core.events import Event
     from cockpit.engine.intercept import InterceptSession
+    from cockpit.engine.session import ClusterLink, ClusterStarter, Engine
 
 UI_MODULE = "cockpit.ui.app"
 _SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -209,6 +210,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         namespace=target.namespace,
         intercept=_intercept_factory(config, args.service, target.context, target.namespace),
         intercept_mode=args.intercept,
+        cluster=_cluster_starter(args.service, target.context, target.namespace),
     )
     if not args.headless:
         run_ui = _load_ui()
@@ -233,6 +235,59 @@ def cmd_up(args: argparse.Namespace) -> int:
         return asyncio.run(run_headless(engine, out=sys.stdout, stdin_fd=stdin_fd))
     finally:
         _quiet_closed_stdout()
+
+
+def _cluster_starter(service: str, context: str, namespace: str) -> ClusterStarter:
+    """Connects a session to its namespace: the live model and pod logs of every service,
+    a port-forward per other service, and ``service``'s environment pointed at them."""
+
+    async def start(engine: Engine) -> ClusterLink:
+        from cockpit.adapters.envsource import KubeEnvSource
+        from cockpit.adapters.kube import Kube
+        from cockpit.adapters.podstream import ApiServer
+        from cockpit.adapters.portforward import KubePortForwarder
+        from cockpit.adapters.servicecatalog import KubeServiceCatalog, load_api_client
+        from cockpit.engine.cluster import ClusterWatcher
+        from cockpit.engine.forwards import start_outbound
+
+        kube = await asyncio.to_thread(Kube.load, None, context or None, namespace)
+        watcher = ClusterWatcher(kube, namespace, None, engine.publish, on_lines=engine.ingest)
+        await watcher.start()  # one clear line for an unknown namespace or no access
+        api_client = await asyncio.to_thread(load_api_client, context or None)
+        forwarder = KubePortForwarder(ApiServer.from_configuration(kube.configuration))
+        try:
+            outbound = await start_outbound(
+                forwarder,
+                KubeServiceCatalog(api_client),
+                KubeEnvSource(api_client),
+                namespace,
+                service,
+                engine.publish,
+            )
+        except BaseException:
+            forwarder.close()
+            await watcher.stop()
+            raise
+        for note in outbound.env.notes:
+            engine.say(f"env: {note}")
+        return _SessionCluster(watcher, outbound, forwarder)
+
+    return start
+
+
+class _SessionCluster:
+    """The running cluster side of ``cockpit up``; stops in reverse order of start."""
+
+    def __init__(self, watcher: Any, outbound: Any, forwarder: Any) -> None:
+        self._watcher, self._outbound, self._forwarder = watcher, outbound, forwarder
+        self.env: dict[str, str] = outbound.env.as_dict()
+
+    async def stop(self) -> None:
+        try:
+            await self._outbound.forwards.stop()
+            self._forwarder.close()
+        finally:
+            await self._watcher.stop()
 
 
 def _intercept_factory(

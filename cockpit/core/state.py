@@ -102,6 +102,12 @@ def reduce(state: SessionState, event: Event) -> SessionState:
             view.local_restarts = event.restarts
         case ForwardChanged(name=name):
             state.forwards[name] = event
+            # "store:8080" forwarded on 127.0.0.2:8080: the services pane shows where
+            service = name.rsplit(":", 1)[0]
+            if service in state.services or not event.state.startswith("failed"):
+                state.service(service).forward = (
+                    "" if event.state.startswith("failed") else event.local
+                )
         case SyncChanged(name=name):
             state.syncs[name] = event
         case ConnectionChanged(name=name, state=conn):

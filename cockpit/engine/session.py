@@ -7,7 +7,8 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
 
 from cockpit.adapters.protocols import ProcessFactory
 from cockpit.core.alerts import AlertRules
@@ -29,6 +30,8 @@ from cockpit.core.events import (
     LogBatch,
     LogLine,
     Notice,
+    ServiceChanged,
+    ServiceMode,
     SessionInfo,
     SourceKind,
 )
@@ -41,6 +44,21 @@ from cockpit.engine.bus import EventBus, Subscription
 from cockpit.engine.intercept import InterceptSession
 from cockpit.engine.supervisor import LocalSupervisor
 from cockpit.errors import CockpitError
+
+
+class ClusterLink(Protocol):
+    """What a session holds open in the cluster while it runs: forwards, watches, log
+    follows. ``env`` is the local process's environment imported from its Deployment."""
+
+    @property
+    def env(self) -> Mapping[str, str]: ...
+
+    async def stop(self) -> None: ...
+
+
+ClusterStarter = Callable[["Engine"], Awaitable[ClusterLink]]
+"""Connects a session to the cluster (raises a CockpitError, having undone its part, if it
+cannot); the engine passes itself so the link can publish events and ingest log lines."""
 
 COCKPIT_SOURCE = "cockpit"
 NO_CLUSTER_YET = "cockpit does not connect to the cluster yet; only the local service runs"
@@ -84,6 +102,7 @@ class Engine:
         subscriber_max_lines: int = 20_000,
         intercept: Callable[[str, Callable[[Event], None]], InterceptSession] | None = None,
         intercept_mode: InterceptMode | None = None,
+        cluster: ClusterStarter | None = None,
     ) -> None:
         local = config.local_service(service)  # a ConfigError names the file and line
         self.config = config
@@ -117,6 +136,10 @@ class Engine:
         self._intercept_mode = intercept_mode
         self._intercept: InterceptSession | None = None
         self._intercept_lock = asyncio.Lock()
+        self._cluster_starter = cluster
+        self._cluster: ClusterLink | None = None
+        self._base_env = dict(base_env)
+        self._local_env = dict(local.env)
         cwd = os.path.join(config.base_dir, local.cwd)
         env = session_environment(base_env, local.env, session_id=self.session_id, service=service)
         self._supervisor = LocalSupervisor(
@@ -150,16 +173,40 @@ class Engine:
             return
         self._started = True
         self.publish(SessionInfo(self.session_id, self.context, self.namespace, self.service))
-        for connection in ("api", "agent"):  # no cluster connection in this version: say so
-            self.publish(ConnectionChanged(connection, "disconnected"))
+        if self._cluster_starter is None:  # a session without a cluster: say so
+            self.publish(ConnectionChanged("api", "disconnected"))
+        self.publish(ConnectionChanged("agent", "disconnected"))
         self._batcher.start()
         try:
+            if self._cluster_starter is not None:
+                await self._connect_cluster(self._cluster_starter)
             await self._supervisor.start()
             if self._intercept_mode is not None:
                 await self._start_intercept(self._intercept_mode)
         except BaseException:
             await self.stop()
             raise
+
+    async def _connect_cluster(self, starter: ClusterStarter) -> None:
+        """Forwards and the imported environment come before the local process starts."""
+        self.publish(ConnectionChanged("api", "connecting"))
+        self.publish(Notice("cluster", f"connecting to namespace {self.namespace}"))
+        try:
+            self._cluster = await starter(self)
+        except BaseException:
+            self.publish(ConnectionChanged("api", "disconnected"))
+            raise
+        self.publish(ConnectionChanged("api", "connected"))
+        imported = dict(self._cluster.env)
+        # cockpit.yaml's own env wins over what the Deployment says
+        env = session_environment(
+            {**self._base_env, **imported},
+            self._local_env,
+            session_id=self.session_id,
+            service=self.service,
+        )
+        self._supervisor.set_env(env)
+        self.say(f"{self.service}: {len(imported)} variables imported from the cluster")
 
     async def stop(self) -> None:
         """Stop everything the session started; safe to call twice, shielded from cancellation."""
@@ -282,13 +329,38 @@ class Engine:
                 intercept = await self._start_intercept(command.mode)
                 return self._result(command, True, f"{self.service}: {intercept.describe()}")
         result = await self._intercept.toggle(command.mode, command.on)
+        self._publish_mode()
         return self._result(command, result.ok, result.message)
+
+    def _publish_mode(self) -> None:
+        """The services pane shows whether the cluster's traffic for the service comes here."""
+        current = self._intercept.mode if self._intercept is not None else None
+        mode = {
+            "global": ServiceMode.INTERCEPT_GLOBAL,
+            "personal": ServiceMode.INTERCEPT_PERSONAL,
+        }.get(current or "", ServiceMode.LOCAL)
+        view = self._state.services.get(self.service)
+        if view is None:
+            self.publish(ServiceChanged(self.service, mode=mode))
+            return
+        self.publish(
+            ServiceChanged(
+                self.service,
+                mode=mode,
+                ready=view.ready,
+                total=view.total,
+                restarts=view.restarts,
+                reasons=view.reasons,
+                forward=view.forward,
+            )
+        )
 
     async def _start_intercept(self, mode: InterceptMode) -> InterceptSession:
         assert self._intercept_factory is not None
         intercept = await asyncio.to_thread(self._intercept_factory, self.session_id, self.publish)
         await intercept.start(mode)  # a CockpitError leaves the cluster as it was
         self._intercept = intercept
+        self._publish_mode()
         return intercept
 
     def _result(self, command: Command, ok: bool, message: str) -> CommandResult:
@@ -306,6 +378,10 @@ class Engine:
                 # Traffic back to the cluster before the local process goes away.
                 await self._intercept.stop()
             await self._supervisor.stop()
+            if self._cluster is not None:
+                self.publish(Notice("session", "closing port-forwards and watches"))
+                await self._cluster.stop()
+                self.publish(ConnectionChanged("api", "disconnected"))
             self.say(f"session {self.session_id} stopped")
         finally:
             await self._batcher.stop()

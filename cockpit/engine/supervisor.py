@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -100,6 +101,10 @@ class LocalSupervisor:
         self._last_exit: int | None = None
         self._tail: deque[str] = deque(maxlen=EXIT_TAIL_LINES)
         self._closing = False
+
+    def set_env(self, env: Mapping[str, str]) -> None:
+        """The environment of every start from now on (the cluster's, once imported)."""
+        self._spec = dataclasses.replace(self._spec, env=dict(env))
 
     @property
     def status(self) -> ProcessStatus:

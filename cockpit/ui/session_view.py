@@ -90,12 +90,15 @@ class SessionView:
         """Fold one event in (log batches are the log pane's business, not this view's)."""
         if isinstance(event, ServiceChanged):
             row = self._row(event.service)
-            row.mode = event.mode
+            # the cluster only knows "remote": it must not undo local or intercepted
+            if row.process is None or event.mode is not ServiceMode.REMOTE:
+                row.mode = event.mode
             row.ready = event.ready
             row.total = event.total
             row.restarts = event.restarts
             row.reasons = event.reasons
-            row.forward = event.forward
+            if event.forward:
+                row.forward = event.forward
             row.in_cluster = True
             self.dirty.add(SERVICES)
         elif isinstance(event, ProcessChanged):
@@ -113,6 +116,11 @@ class SessionView:
         elif isinstance(event, ForwardChanged):
             self.forwards[event.name] = event
             self.dirty.add(FORWARDS)
+            service = event.name.rsplit(":", 1)[0]
+            if service in self.services:
+                failed = event.state.startswith("failed")
+                self.services[service].forward = "" if failed else event.local
+                self.dirty.add(SERVICES)
         elif isinstance(event, SyncChanged):
             self.syncs[event.name] = event
             self.dirty.add(SYNC)

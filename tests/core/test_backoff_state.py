@@ -100,3 +100,13 @@ def test_reducer_tracks_log_position_drops_and_connections() -> None:
     reduce(s, LogBatch((_line(1), _line(2)), dropped_total=7))
     reduce(s, ConnectionChanged("api", "connected"))
     assert (s.last_seq, s.dropped_lines, s.connections) == (2, 7, {"api": "connected"})
+
+
+def test_reducer_shows_a_service_forward_address_until_it_fails() -> None:
+    from cockpit.core.events import ForwardChanged
+
+    s = SessionState()
+    reduce(s, ForwardChanged("store:8080", "127.0.0.2:8080", "store-1:8080", "listening"))
+    assert s.services["store"].forward == "127.0.0.2:8080"
+    reduce(s, ForwardChanged("store:8080", "127.0.0.2:8080", "", "failed: no ready pod"))
+    assert s.services["store"].forward == ""

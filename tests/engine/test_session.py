@@ -430,3 +430,51 @@ async def test_a_subscriber_that_never_reads_does_not_hold_the_engine(running: A
     assert kept == [f"{chunk}-{i}" for chunk in (18, 19) for i in range(500)]  # the newest
     assert len(engine.ring) >= 10_000  # the ring still has every line
     await idle.aclose()
+
+
+class FakeClusterLink:
+    def __init__(self, env: dict[str, str], order: list[str]) -> None:
+        self.env = env
+        self._order = order
+
+    async def stop(self) -> None:
+        self._order.append("cluster stopped")
+
+
+async def test_the_cluster_link_comes_first_and_its_env_reaches_the_process(running: Any) -> None:
+    order: list[str] = []
+
+    async def connect(engine: Engine) -> FakeClusterLink:
+        order.append("cluster started")
+        # the Deployment's env, pointed at forwards; cockpit.yaml's LOG_LEVEL must win over it
+        return FakeClusterLink({"STORE_URL": "http://127.0.0.2:8080", "LOG_LEVEL": "info"}, order)
+
+    engine, rec, factory = await running(cluster=connect)
+    await engine.start()
+    await rec.until(lambda: ProcessStatus.READY in rec.statuses())
+    (process,) = factory.made
+    assert order == ["cluster started"]
+    assert process.spec.env["STORE_URL"] == "http://127.0.0.2:8080"
+    assert process.spec.env["LOG_LEVEL"] == "debug"
+    assert process.spec.env["COCKPIT_SESSION"] == "s1"
+    assert ConnectionChanged("api", "connected") in rec.events
+    await engine.stop()
+    assert order == ["cluster started", "cluster stopped"]
+    assert rec.events.index(ConnectionChanged("api", "connected")) < rec.events.index(
+        rec.of(ProcessChanged)[0]
+    )
+
+
+async def test_a_cluster_that_cannot_connect_fails_the_start_and_starts_nothing(
+    running: Any,
+) -> None:
+    from cockpit.errors import NotFoundError
+
+    async def connect(engine: Engine) -> FakeClusterLink:
+        raise NotFoundError("namespace 'shpo' not found in context 'kind-dev'")
+
+    engine, rec, factory = await running(cluster=connect)
+    with pytest.raises(NotFoundError, match="shpo"):
+        await engine.start()
+    assert factory.made == []
+    assert ConnectionChanged("api", "disconnected") in rec.events

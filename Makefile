@@ -34,7 +34,7 @@ test-fast: venv
 	$(BIN)/pytest -m "not cluster and not tmux" $(PYTEST_ARGS)
 
 ## dev cluster up, the shop deployed in namespace `shop`, cockpit opened with `api` running locally
-DEMO_ARGS ?=
+DEMO_ARGS ?= --intercept global
 demo: venv
 	scripts/dev-cluster up
 	scripts/dev-cluster deploy-shop --namespace shop

@@ -20,6 +20,7 @@ from cockpit.core.events import (
     ServiceRemoved,
     SourceKind,
 )
+from cockpit.core.intercept import SHADOW_LABEL
 
 Obj = Mapping[str, Any]
 
@@ -551,7 +552,13 @@ class NamespaceModel:
     def service_names(self) -> list[str]:
         names = self.objects["services"]
         wanted = self.services if self.services is not None else names
-        return sorted(n for n in wanted if n in names)
+        # cockpit's own shadow Services (api-cockpit-origin) are plumbing, not the app's
+        return sorted(
+            n
+            for n in wanted
+            if n in names
+            and SHADOW_LABEL not in ((names[n].get("metadata") or {}).get("labels") or {})
+        )
 
     def missing_services(self) -> list[str]:
         """Session services the namespace has no Service for."""

@@ -630,3 +630,16 @@ def test_ready_pod_prefers_ready_then_running_newest_first() -> None:
     assert ready_pod([unready, crashing]) == unready
     assert ready_pod([crashing]) is None
     assert ready_pod([]) is None
+
+
+def test_cockpit_shadow_services_are_not_app_services() -> None:
+    from cockpit.core.intercept import SHADOW_LABEL
+    from cockpit.core.kubemodel import NamespaceModel
+
+    model = NamespaceModel()
+    model.replace("services", [
+        {"metadata": {"name": "api"}, "spec": {"selector": {"app": "api"}}},
+        {"metadata": {"name": "api-cockpit-origin", "labels": {SHADOW_LABEL: "api"}},
+         "spec": {"selector": {"app": "api"}}},
+    ])  # fmt: skip
+    assert model.service_names() == ["api"]

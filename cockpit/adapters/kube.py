@@ -641,17 +641,33 @@ def _shutdown(response: urllib3.BaseHTTPResponse) -> None:
         response.close()
 
 
+def _rfc3339_date(header: str | None) -> str:
+    """An HTTP Date header (``Mon, 23 Nov 2026 10:09:05 GMT``) as ``2026-11-23T10:09:05Z``."""
+    import email.utils
+
+    if not header:
+        return ""
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return ""
+    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class LogStream:
     """The chunks of one log response, read by a thread of its own.
 
     ``async for chunks in stream`` yields lists of raw byte chunks as they arrive and ends
     when the server ends the stream; a broken connection raises ClusterError.
+    ``server_time`` is the API server's clock when it answered (its Date header), as an RFC
+    3339 second: where a stream that broke before its first line resumes from.
     """
 
     def __init__(
         self, response: urllib3.BaseHTTPResponse, loop: asyncio.AbstractEventLoop, *, name: str
     ) -> None:
         self._response = response
+        self.server_time = _rfc3339_date(response.headers.get("Date"))
         self._handoff: Handoff[bytes] = Handoff(loop, limit=512)
         self._thread = threading.Thread(target=self._read, name=name, daemon=True)
         self._thread.start()
@@ -877,6 +893,8 @@ class WatchHandle(Protocol):
 
 
 class LogChunks(Protocol):
+    server_time: str  # RFC 3339, the second the server answered ("" if unknown)
+
     def __aiter__(self) -> AsyncIterator[list[bytes]]: ...
 
     async def aclose(self) -> None: ...

@@ -181,6 +181,9 @@ class PodLogs:
         splitter = LogSplitter(entry.source, entry.service, cursor)
         backoff = Backoff(initial=0.2, maximum=5.0, factor=2.0, jitter=0.2, reset_after=10.0)
         tail: int | None = self._tail if entry.existed_at_start else None
+        # Where a stream that broke before its first line resumes: when the server first
+        # answered (a tail start skipped what was before; a retried tail would skip more).
+        attached = ""
         first = True
         while True:
             version = entry.version
@@ -202,12 +205,13 @@ class PodLogs:
                 await entry.wait_change(version)
                 continue
             try:
+                since = cursor.resume() or attached
                 stream = await self._source.follow_log(
                     self._namespace,
                     entry.pod,
                     entry.name,
-                    since_time=cursor.resume(),
-                    tail_lines=None if cursor.started else tail,
+                    since_time=since,
+                    tail_lines=None if since else tail,
                 )
             except NotFoundError:
                 return  # the pod is gone for good
@@ -220,6 +224,8 @@ class PodLogs:
                 continue
             entry.streamed.add(instance)
             entry.stream = stream
+            if tail is not None and not attached:
+                attached = stream.server_time
             broke = False
             try:
                 async for chunks in stream:
@@ -242,9 +248,6 @@ class PodLogs:
             backoff.reset()
             self._emit(splitter.finish())
             self._drop_foreign(entry, splitter)
-            if tail is not None and not cursor.started:
-                # An empty tail: from now on everything the container writes is new.
-                tail = None
             latest = entry.view
             if (
                 latest is None

@@ -20,7 +20,7 @@ from kubernetes import client
 from cockpit.adapters.agent import AgentCluster, ApiJson
 from cockpit.adapters.portforward import ApiServer, PortForwardListener
 from cockpit.core.agent_spec import AgentSettings
-from cockpit.core.intercept import AGENT_NAME, MANAGED_BY_LABEL
+from cockpit.core.intercept import AGENT_NAME, AGENT_POD_LABELS, MANAGED_BY_LABEL
 from cockpit.engine.intercept import InterceptSession, kube_intercept
 from cockpit.engine.outbound import TunnelListener
 from tests.agent.conftest import App, start_app
@@ -252,6 +252,32 @@ async def until_restored(cluster: Cluster, namespace: str, before: dict[str, Any
             assert now == before
         await asyncio.sleep(0.2)
         now = service_specs(cluster, namespace)
+
+
+async def until_gone(cluster: Cluster, namespace: str, within: float = 60.0) -> None:
+    """Until no cockpit object is left (the agent deletes itself, its pod drains, the garbage
+    collector removes what the Deployment owned: slow on a busy machine)."""
+    for _ in range(int(within / 0.3)):
+        if not cockpit_objects(cluster, namespace):
+            break
+        await asyncio.sleep(0.3)
+    assert cockpit_objects(cluster, namespace) == [], agent_diagnostics(cluster, namespace)
+
+
+def agent_diagnostics(cluster: Cluster, namespace: str) -> str:
+    """The agent pods' state and last log lines, for a failure message."""
+    core = client.CoreV1Api(cluster.api())
+    selector = ",".join(f"{k}={v}" for k, v in AGENT_POD_LABELS.items())
+    out = []
+    for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
+        out.append(
+            f"{pod.metadata.name} {pod.status.phase} deleting={pod.metadata.deletion_timestamp}"
+        )
+        try:
+            out.append(core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=20))
+        except client.ApiException as exc:
+            out.append(f"(no log: {exc.reason})")
+    return "\n".join(out)
 
 
 class SessionProcess:

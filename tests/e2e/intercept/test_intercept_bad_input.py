@@ -29,6 +29,7 @@ from tests.e2e.intercept.conftest import (
     SessionProcess,
     cockpit_objects,
     service_specs,
+    until_gone,
 )
 
 pytestmark = pytest.mark.cluster
@@ -199,8 +200,4 @@ async def test_cockpit_down_from_the_command_line_after_a_crash(
     )
     await prober.until("cluster")
     assert service_specs(cluster, shop) == before
-    for _ in range(60):
-        if not cockpit_objects(cluster, shop):
-            break
-        await asyncio.sleep(0.5)
-    assert cockpit_objects(cluster, shop) == []
+    await until_gone(cluster, shop)

@@ -22,6 +22,7 @@ from tests.e2e.intercept.conftest import (
     cockpit_objects,
     outbound_to,
     service_specs,
+    until_gone,
     until_restored,
 )
 
@@ -143,11 +144,7 @@ async def test_cockpit_down_leaves_nothing_and_every_service_as_before(
     assert "deployment/cockpit-agent" in report.deleted
     await prober.until("cluster")
     assert service_specs(cluster, shop) == before
-    for _ in range(100):  # the agent pod terminates; the GC removes the ReplicaSet
-        if not cockpit_objects(cluster, shop):
-            break
-        await asyncio.sleep(0.2)
-    assert cockpit_objects(cluster, shop) == []
+    await until_gone(cluster, shop)
     again = await asyncio.to_thread(ops.teardown)
     assert again.summary(shop) == f"nothing of cockpit's in namespace '{shop}'"
     await session.stop()

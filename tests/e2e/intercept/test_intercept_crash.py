@@ -22,8 +22,8 @@ from tests.e2e.intercept.conftest import (
     Prober,
     SessionFactory,
     SessionProcess,
-    cockpit_objects,
     service_specs,
+    until_gone,
     until_restored,
 )
 
@@ -66,27 +66,7 @@ async def _crash_under_load(
     assert sum(after.values()) >= 100 * (8 - 2.5 - within) - 20
     # After the grace period the agent gives the Service back and, idle, deletes itself.
     await until_restored(cluster, shop, before, within=20)
-    for _ in range(100):  # deleting itself, then its pod's drain
-        if not cockpit_objects(cluster, shop):
-            break
-        await asyncio.sleep(0.3)
-    assert cockpit_objects(cluster, shop) == [], agent_diagnostics(cluster, shop)
-
-
-def agent_diagnostics(cluster: Cluster, namespace: str) -> str:
-    """The agent pods' state and last log lines, for a failure message."""
-    core = client.CoreV1Api(cluster.api())
-    selector = ",".join(f"{k}={v}" for k, v in AGENT_POD_LABELS.items())
-    out = []
-    for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
-        out.append(
-            f"{pod.metadata.name} {pod.status.phase} deleting={pod.metadata.deletion_timestamp}"
-        )
-        try:
-            out.append(core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=20))
-        except client.ApiException as exc:
-            out.append(f"(no log: {exc.reason})")
-    return "\n".join(out)
+    await until_gone(cluster, shop)
 
 
 async def test_kill_9_of_the_session_routes_to_the_original_pods_within_1_s(

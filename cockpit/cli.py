@@ -172,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.add_argument("--namespace", metavar="NS", help="the app's namespace")
     init.add_argument("--context", metavar="CTX", help="the kubeconfig context")
+    init.add_argument(
+        "--from-cluster",
+        action="store_true",
+        help="take the namespace's services (and SERVICE's port) from the live cluster",
+    )
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(handler=cmd_init)
     return parser
@@ -513,6 +518,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     from cockpit.core.config import CONFIG_FILENAME, parse_config, starter_config
 
     service = args.service or _service_name_from(Path.cwd().name)
+    if args.from_cluster:
+        args.namespace, found_port, others = _services_from_cluster(
+            service, args.context, args.namespace
+        )
+        args.port = args.port or found_port
+        args.remote = sorted({*args.remote, *others})
     for name in (service, *args.remote):
         if not _SERVICE_NAME.match(name):
             raise UsageError(
@@ -533,6 +544,23 @@ def cmd_init(args: argparse.Namespace) -> int:
     local = f"{service} runs `{args.command}`" if args.command else f"add {service}'s command"
     print(f"wrote {path}: {local}; check it with `cockpit validate`")
     return 0
+
+
+def _services_from_cluster(
+    service: str, context: str | None, namespace: str | None
+) -> tuple[str, int | None, list[str]]:
+    """(namespace, SERVICE's target port if numeric, every other service) from the cluster."""
+    from cockpit.adapters.kube import Kube
+    from cockpit.adapters.servicecatalog import KubeServiceCatalog, load_api_client
+
+    kube = Kube.load(None, context, namespace)
+    catalog = KubeServiceCatalog(load_api_client(context))
+    ns = namespace or kube.namespace
+    spec = asyncio.run(catalog.get(ns, service))  # NotFoundError: one line
+    others = [s.name for s in asyncio.run(catalog.list(ns)) if s.name != service]
+    targets = [p.target_port for p in spec.ports if isinstance(p.target_port, int)]
+    port = targets[0] if targets else (spec.ports[0].port if spec.ports else None)
+    return ns, port, others
 
 
 def _service_name_from(directory: str) -> str:

@@ -107,3 +107,28 @@ def test_up_headless_runs_api_locally_against_the_cluster(
     assert proc.returncode == 0, proc.stderr.read()  # type: ignore[union-attr]
     with socket.socket() as s:  # the local process is gone with the session
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_init_from_cluster_names_the_namespace_services(
+    cluster: Cluster, shared_shop: str, tmp_path: Path
+) -> None:
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
+    args = [str(COCKPIT), "init", "--service", "api", "--command", "python app.py"]
+    done = subprocess.run(
+        [*args, "--namespace", shared_shop, "--from-cluster"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "cockpit.yaml").read_text()
+    assert f'namespace: "{shared_shop}"' in text
+    assert "port: 8080" in text
+    assert "store: {}  # stays in the cluster" in text and "web: {}" in text
+    bad = subprocess.run(
+        [*args[:3], "apii", "--namespace", shared_shop, "--from-cluster", "--force"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode != 0
+    assert (
+        bad.stderr.strip()
+        == f"cockpit: error: service 'apii' in namespace '{shared_shop}' not found"
+    )

@@ -206,6 +206,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     from cockpit.engine.session import Engine
     from cockpit.headless import run_headless
 
+    cluster = None
+    if target.context:
+        cluster = _cluster_starter(args.service, target.context, target.namespace)
+    # else: no kubeconfig context at all; the local dev loop still works on its own (the
+    # session says so in its stream)
+
     engine = Engine(
         config,
         args.service,
@@ -215,7 +221,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         namespace=target.namespace,
         intercept=_intercept_factory(config, args.service, target.context, target.namespace),
         intercept_mode=args.intercept,
-        cluster=_cluster_starter(args.service, target.context, target.namespace),
+        cluster=cluster,
     )
     if not args.headless:
         run_ui = _load_ui()

@@ -180,6 +180,12 @@ class Engine:
         try:
             if self._cluster_starter is not None:
                 await self._connect_cluster(self._cluster_starter)
+            else:
+                self.say(
+                    f"no kubeconfig context: {self.service} runs here without the cluster "
+                    "(set KUBECONFIG, or context: in cockpit.yaml)",
+                    Level.WARNING,
+                )
             await self._supervisor.start()
             if self._intercept_mode is not None:
                 await self._start_intercept(self._intercept_mode)

@@ -1010,6 +1010,14 @@ def exit_status(error_channel: bytes | str) -> tuple[int, str]:
     return 1, message
 
 
+def _take_channel(ws: Any, channel: int) -> bytes:
+    """What ``update()`` buffered for a channel. Not ``read_channel``: for a channel with
+    nothing buffered it reads the socket again, which can buffer output for the other
+    channel that then waits unseen (select has nothing left to report) — a stalled shell."""
+    channels: dict[int, bytes] = ws._channels
+    return channels.pop(channel, b"")
+
+
 def run_shell(
     kube: Kube,
     namespace: str,
@@ -1071,10 +1079,10 @@ def run_shell(
                 ready.append(sock)
             if sock in ready:
                 ws.update(timeout=0)
-                for channel in (1, 2):
-                    data = ws.read_channel(channel)
+                for channel, fd in ((1, fd_out), (2, 2)):
+                    data = _take_channel(ws, channel)
                     if data:
-                        os.write(fd_out if channel == 1 or is_tty else 2, data)
+                        os.write(fd, data)
             if wake_r in ready:
                 with contextlib.suppress(OSError):
                     os.read(wake_r, 512)

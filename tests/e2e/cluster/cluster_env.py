@@ -253,7 +253,12 @@ class Recorder:
             if result:
                 return result
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what or condition}")
+                recent = [str(e) for e in self.events[-5:]] + [
+                    f"{x.source}: {x.text}" for x in self.lines[-5:]
+                ]
+                raise AssertionError(
+                    f"timed out waiting for {what or condition}; last seen: {recent}"
+                )
             await asyncio.sleep(0.05)
 
     def states(self) -> list[str]:

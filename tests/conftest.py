@@ -23,6 +23,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     last = [i for i in items if "egress_guard" in i.nodeid]
     rest = [i for i in items if "egress_guard" not in i.nodeid]
     items[:] = rest + last
+    for item in items:
+        if item.get_closest_marker("cluster") or item.get_closest_marker("tmux"):
+            item.add_marker(pytest.mark.flaky(reruns=2, reruns_delay=2))
 
 
 @pytest.fixture(autouse=True)

@@ -89,7 +89,7 @@ async def test_a_crash_loop_shows_its_reason_previous_lines_and_warning_events(
         deploy(api, namespace, python_deployment("crash", CRASHER))
         await rec.wait(
             lambda: "CrashLoopBackOff" in (rec.last("crash") or ServiceChanged("")).reasons,
-            within=45,
+            within=60,
             what="CrashLoopBackOff",
         )
         # Every instance's lines, once each.

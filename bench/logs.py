@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import benchenv
 from kubernetes import client
 
 from cockpit.adapters.kube import Kube
@@ -63,23 +64,11 @@ while True:
 
 
 def kubeconfig() -> str:
-    for candidate in (
-        os.environ.get("COCKPIT_TEST_KUBECONFIG"),
-        os.environ.get("KUBECONFIG"),
-        "/var/lib/cockpit-dev/admin.kubeconfig",
-    ):
-        if candidate and Path(candidate).exists():
-            return candidate
-    sys.exit("bench/logs: no kubeconfig (set KUBECONFIG)")
+    return benchenv.kubeconfig("logs")
 
 
 def kubectl() -> str:
-    cached = Path("~/.cache/cockpit/k8s/v1.20.2/bin/kubectl").expanduser()
-    found = os.environ.get("KUBECTL") or (str(cached) if cached.exists() else None)
-    found = found or shutil.which("kubectl")
-    if not found:
-        sys.exit("bench/logs: kubectl not found (set KUBECTL)")
-    return found
+    return benchenv.kubectl("logs")
 
 
 def deployment() -> dict[str, object]:

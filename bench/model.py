@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _benchenv as benchenv  # noqa: E402
 from kubernetes import client, utils  # noqa: E402
 
 from cockpit.adapters.kube import Kube  # noqa: E402
@@ -58,23 +59,11 @@ asyncio.run(main())
 
 
 def kubeconfig() -> str:
-    for candidate in (
-        os.environ.get("COCKPIT_TEST_KUBECONFIG"),
-        os.environ.get("KUBECONFIG"),
-        "/var/lib/cockpit-dev/admin.kubeconfig",
-    ):
-        if candidate and Path(candidate).exists():
-            return candidate
-    sys.exit("bench/model: no kubeconfig (set KUBECONFIG)")
+    return benchenv.kubeconfig("model")
 
 
 def kubectl() -> str:
-    cached = Path("~/.cache/cockpit/k8s/v1.20.2/bin/kubectl").expanduser()
-    found = os.environ.get("KUBECTL") or (str(cached) if cached.exists() else None)
-    found = found or shutil.which("kubectl")
-    if not found:
-        sys.exit("bench/model: kubectl not found (set KUBECTL)")
-    return found
+    return benchenv.kubectl("model")
 
 
 def deploy_shop(api: client.ApiClient, namespace: str) -> None:

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import statistics
 import subprocess
@@ -33,6 +32,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _benchenv as benchenv  # noqa: E402
 
 DOWNLOAD = 200_000_000
 RATE_SECONDS = 2.5
@@ -42,23 +44,11 @@ RATE_ROUNDS = 6  # ~5 s of requests per side in all, in short rounds against dri
 
 
 def kubeconfig() -> str:
-    for candidate in (
-        os.environ.get("COCKPIT_TEST_KUBECONFIG"),
-        os.environ.get("KUBECONFIG"),
-        "/var/lib/cockpit-dev/admin.kubeconfig",
-    ):
-        if candidate and Path(candidate).exists():
-            return candidate
-    sys.exit("bench/portforward: no kubeconfig (set KUBECONFIG)")
+    return benchenv.kubeconfig("portforward")
 
 
 def kubectl() -> str:
-    cached = Path("~/.cache/cockpit/k8s/v1.20.2/bin/kubectl").expanduser()
-    found = os.environ.get("KUBECTL") or (str(cached) if cached.exists() else None)
-    found = found or shutil.which("kubectl")
-    if not found:
-        sys.exit("bench/portforward: kubectl not found (set KUBECTL)")
-    return found
+    return benchenv.kubectl("portforward")
 
 
 # -- the measured forwarder, as its own process ------------------------------------------

@@ -4,6 +4,8 @@ they happen, reconnect and resume when the API server goes away."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from pathlib import Path
 
 import pytest
@@ -134,34 +136,97 @@ def _oldest(rec: Recorder) -> str:
     return next(line.source for line in rec.lines if line.text.startswith("seq "))
 
 
-async def test_relist_when_the_resource_version_is_gone(kube: Kube, shared_shop: str) -> None:
+_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "probes.test.cockpit.dev"},
+    "spec": {
+        "group": "test.cockpit.dev",
+        "scope": "Namespaced",
+        "names": {"plural": "probes", "singular": "probe", "kind": "Probe"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+_CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+async def _fresh_kind(kube: Kube) -> None:
+    """A kind whose watch cache starts now: any older resourceVersion is Gone (410) at once.
+
+    (On a young cluster the built-in kinds' caches still reach back to resourceVersion 1.)
+    """
+    from cockpit.errors import CockpitError
+
+    with contextlib.suppress(CockpitError):
+        await asyncio.to_thread(kube.json, "POST", _CRD_PATH, body=_CRD)
+    for _ in range(200):
+        crd = await asyncio.to_thread(kube.json, "GET", f"{_CRD_PATH}/probes.test.cockpit.dev")
+        conditions = crd.get("status", {}).get("conditions") or []
+        if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the test CRD never became Established")
+
+
+async def test_relist_when_the_resource_version_is_gone(
+    kube: Kube, shared_shop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A watch from a version the server no longer keeps (410 Gone) relists and carries on."""
+    from cockpit.adapters import kube as kube_module
     from cockpit.adapters.kube import Listed, NamespaceWatch
 
-    updates: list[object] = []
-    watch = NamespaceWatch(kube, shared_shop, ["services"], updates.extend, lambda k, s: None)
-    await watch.start()
-    await watch.stop()
-    # Start the watch thread again from resourceVersion 1: long compacted away.
-    watch = NamespaceWatch(kube, shared_shop, ["services"], updates.extend, lambda k, s: None)
-    original = kube.list_objects
-    calls: list[str] = []
-
-    def list_objects(kind: str, namespace: str) -> tuple[list[dict[str, object]], str]:
-        calls.append(kind)
-        items, version = original(kind, namespace)
-        return items, ("1" if len(calls) == 1 else version)
-
-    kube.list_objects = list_objects  # type: ignore[method-assign]
+    await _fresh_kind(kube)
     try:
-        await watch.start()
-        for _ in range(100):
-            if any(isinstance(u, Listed) for u in updates):
-                break
-            await asyncio.sleep(0.05)
-        relisted = [u for u in updates if isinstance(u, Listed)]
-        assert relisted and relisted[0].kind == "services"
-        assert sorted(i["metadata"]["name"] for i in relisted[0].items) == ["api", "store", "web"]
-        assert calls == ["services", "services"]
+        monkeypatch.setitem(
+            kube_module._PATHS, "probes", "/apis/test.cockpit.dev/v1/namespaces/{ns}/probes"
+        )
+        for name in ("one", "two"):
+            probe = {"apiVersion": "test.cockpit.dev/v1", "kind": "Probe"}
+            probe["metadata"] = {"name": name}
+            path = f"/apis/test.cockpit.dev/v1/namespaces/{shared_shop}/probes"
+            await asyncio.to_thread(kube.json, "POST", path, body=probe)
+        # The server really has forgotten resourceVersion 1 for this kind.
+        response = await asyncio.to_thread(kube.open_watch, "probes", shared_shop, "1")
+        try:
+            first = json.loads(await asyncio.to_thread(response.readline))
+        finally:
+            response.release_conn()
+        assert first["type"] == "ERROR" and first["object"]["code"] == 410
+
+        updates: list[object] = []
+        watch = NamespaceWatch(kube, shared_shop, ["probes"], updates.extend, lambda k, s: None)
+        original = kube.list_objects
+        calls: list[str] = []
+
+        def list_objects(kind: str, namespace: str) -> tuple[list[dict[str, object]], str]:
+            calls.append(kind)
+            items, version = original(kind, namespace)
+            return items, ("1" if len(calls) == 1 else version)
+
+        monkeypatch.setattr(kube, "list_objects", list_objects)
+        try:
+            await watch.start()
+            for _ in range(200):
+                if any(isinstance(u, Listed) for u in updates):
+                    break
+                await asyncio.sleep(0.05)
+            relisted = [u for u in updates if isinstance(u, Listed)]
+            assert relisted and relisted[0].kind == "probes"
+            assert sorted(i["metadata"]["name"] for i in relisted[0].items) == ["one", "two"]
+            assert calls == ["probes", "probes"]
+        finally:
+            await watch.stop()
     finally:
-        await watch.stop()
+        await asyncio.to_thread(kube.json, "DELETE", f"{_CRD_PATH}/probes.test.cockpit.dev")

@@ -294,6 +294,14 @@ def docker_archive(out: Path, tag: str, layers: list[Path], config: dict[str, ob
     shutil.rmtree(work)
 
 
+IMAGE_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _layer(root: Path, out: Path) -> None:
+    """An image layer: ``root``'s tree as a tar owned by root, whoever builds it."""
+    run(["tar", "-C", str(root), "--numeric-owner", "--owner=0", "--group=0", "-cf", str(out), "."])
+
+
 def _digest_of(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for p in paths:
@@ -314,19 +322,7 @@ def build_images() -> list[Path]:
         (work / "root").mkdir(parents=True)
         (work / "pause.c").write_text(PAUSE_C)
         run(["gcc", "-static", "-Os", "-o", str(work / "root/pause"), str(work / "pause.c")])
-        run(
-            [
-                "tar",
-                "-C",
-                str(work / "root"),
-                "--numeric-owner",
-                "--owner=0",
-                "--group=0",
-                "-cf",
-                str(work / "layer.tar"),
-                ".",
-            ]
-        )
+        _layer(work / "root", work / "layer.tar")
         docker_archive(
             pause,
             "cockpit/pause:dev",
@@ -373,7 +369,7 @@ def build_images() -> list[Path]:
             {
                 "Cmd": ["python3"],
                 "Env": [
-                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    IMAGE_PATH,
                     "PYTHONUNBUFFERED=1",
                 ],
             },
@@ -390,19 +386,7 @@ def build_images() -> list[Path]:
             shutil.rmtree(work, ignore_errors=True)
             (work / "root/app").mkdir(parents=True)
             shutil.copy2(app, work / "root/app/app.py")
-            run(
-                [
-                    "tar",
-                    "-C",
-                    str(work / "root"),
-                    "--numeric-owner",
-                    "--owner=0",
-                    "--group=0",
-                    "-cf",
-                    str(work / "layer.tar"),
-                    ".",
-                ]
-            )
+            _layer(work / "root", work / "layer.tar")
             docker_archive(
                 shop,
                 "cockpit/shop:dev",
@@ -411,7 +395,7 @@ def build_images() -> list[Path]:
                     "Cmd": ["python3", "/app/app.py"],
                     "WorkingDir": "/app",
                     "Env": [
-                        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                        IMAGE_PATH,
                         "PYTHONUNBUFFERED=1",
                     ],
                     "User": "10001",
@@ -497,19 +481,7 @@ def _agent_image(base_layer: Path) -> Path:
         ],
         check=False,
     )
-    run(
-        [
-            "tar",
-            "-C",
-            str(work / "root"),
-            "--numeric-owner",
-            "--owner=0",
-            "--group=0",
-            "-cf",
-            str(work / "layer.tar"),
-            ".",
-        ]
-    )
+    _layer(work / "root", work / "layer.tar")
     docker_archive(
         out,
         "cockpit/agent:dev",
@@ -518,7 +490,7 @@ def _agent_image(base_layer: Path) -> Path:
             "Cmd": ["python3", "-m", "cockpit.agent"],
             "WorkingDir": "/",
             "Env": [
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                IMAGE_PATH,
                 "PYTHONPATH=/opt/cockpit/site",
                 "PYTHONUNBUFFERED=1",
                 "PYTHONDONTWRITEBYTECODE=1",

@@ -28,8 +28,13 @@ YOU = {"baggage": "cockpit-session=you"}
 async def intercept(h: Harness, session: str, local: App, mode: str | None = "global") -> AgentLink:
     link = await h.link(session)
     await link.hello()
+    return await route_store(link, local.port, mode)
+
+
+async def route_store(link: AgentLink, local_port: int, mode: str | None = "global") -> AgentLink:
+    """Claim ``store``, expose its port 8080 as ``local_port`` here and (with a mode) route it."""
     await link.reserve("store", PORTS)
-    await link.expose("store", 8080, "127.0.0.1", local.port)
+    await link.expose("store", 8080, "127.0.0.1", local_port)
     if mode is not None:
         await link.route("store", mode, True)  # type: ignore[arg-type]
     return link
@@ -224,10 +229,7 @@ async def test_raw_tcp_is_routed_per_connection(
     h = await make_agent()
     echo_server = await asyncio.start_server(_greeter(b"local\n"), "127.0.0.1", 0)
     local_port = echo_server.sockets[0].getsockname()[1]
-    link = await h.link("me")
-    await link.reserve("store", PORTS)
-    await link.expose("store", 8080, "127.0.0.1", local_port)
-    await link.route("store", "global", True)
+    link = await route_store(await h.link("me"), local_port)
     reader, writer = await asyncio.open_connection("127.0.0.1", agent_port(h))
     assert await asyncio.wait_for(reader.readline(), 5) == b"local\n"
     writer.close()
@@ -301,11 +303,8 @@ async def test_a_session_back_within_grace_keeps_its_service(
 
 
 async def _relink(h: Harness, session: str, local: App) -> AgentLink:
-    link = await h.link(session)  # a new key for the same session: the client restarted
-    await link.reserve("store", PORTS)
-    await link.expose("store", 8080, "127.0.0.1", local.port)
-    await link.route("store", "global", True)
-    return link
+    # A new key for the same session: the client restarted.
+    return await route_store(await h.link(session), local.port)
 
 
 async def test_release_by_the_last_session_restores_at_once(
@@ -339,21 +338,24 @@ async def test_a_failed_restore_is_retried(
     await _until(lambda: cluster.restored == ["store"], 2)
 
 
-async def test_a_half_open_session_is_detected_by_keepalives(
-    make_agent: AgentFactory, apps: Callable[..., App]
-) -> None:
-    """The client stops answering (SIGSTOP, laptop lid) but its TCP connection stays up."""
-    h = await make_agent(keepalive=0.3, keepalive_count=2)
-    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+async def _frozen_intercept(h: Harness, local: App) -> tuple[Freezer, AgentLink]:
+    """A global intercept whose SSH connection runs through a Freezer that can go silent."""
     freezer = await Freezer.start(h.agent.ssh_port)
     key = new_client_key()
     h.cluster.keys["me"] = public_openssh(key)
     link = await AgentLink.connect(
         session="me", client_key=key, host_key=h.host_key, port=freezer.port, keepalive=30
     )
-    await link.reserve("store", PORTS)
-    await link.expose("store", 8080, "127.0.0.1", local.port)
-    await link.route("store", "global", True)
+    return freezer, await route_store(link, local.port)
+
+
+async def test_a_half_open_session_is_detected_by_keepalives(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    """The client stops answering (SIGSTOP, laptop lid) but its TCP connection stays up."""
+    h = await make_agent(keepalive=0.3, keepalive_count=2)
+    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+    freezer, link = await _frozen_intercept(h, local)
     port = agent_port(h)
     assert await who(port) == "local/laptop"
     freezer.thawed.clear()
@@ -372,15 +374,7 @@ async def test_a_frozen_session_is_dropped_on_its_first_unanswered_channel(
     """Keepalives are slow here on purpose: the first request finds out instead."""
     h = await make_agent(keepalive=30)
     local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
-    freezer = await Freezer.start(h.agent.ssh_port)
-    key = new_client_key()
-    h.cluster.keys["me"] = public_openssh(key)
-    link = await AgentLink.connect(
-        session="me", client_key=key, host_key=h.host_key, port=freezer.port, keepalive=30
-    )
-    await link.reserve("store", PORTS)
-    await link.expose("store", 8080, "127.0.0.1", local.port)
-    await link.route("store", "global", True)
+    freezer, link = await _frozen_intercept(h, local)
     port = agent_port(h)
     assert await who(port) == "local/laptop"
     freezer.thawed.clear()

@@ -61,6 +61,7 @@ ClusterStarter = Callable[["Engine"], Awaitable[ClusterLink]]
 cannot); the engine passes itself so the link can publish events and ingest log lines."""
 
 COCKPIT_SOURCE = "cockpit"
+CLEANUP_NOTICE = "cleanup"  # Notice key of each teardown step
 NO_CLUSTER_YET = "cockpit does not connect to the cluster yet; only the local service runs"
 
 
@@ -379,16 +380,24 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         try:
-            self.publish(Notice("session", f"stopping {self.service}"))
             if self._intercept is not None:
                 # Traffic back to the cluster before the local process goes away.
+                self._cleanup_step(
+                    f"removing the intercept of {self.service}, giving the Service back"
+                )
                 await self._intercept.stop()
+            self._cleanup_step(f"stopping the local process {self.service}")
             await self._supervisor.stop()
             if self._cluster is not None:
-                self.publish(Notice("session", "closing port-forwards and watches"))
+                self._cleanup_step("closing port-forwards and watches")
                 await self._cluster.stop()
                 self.publish(ConnectionChanged("api", "disconnected"))
             self.say(f"session {self.session_id} stopped")
+            self._cleanup_step(f"done: session {self.session_id} stopped")
         finally:
             await self._batcher.stop()
             self._bus.close()
+
+    def _cleanup_step(self, text: str) -> None:
+        """Teardown progress: the UI's quit screen and headless output show each step."""
+        self.publish(Notice(CLEANUP_NOTICE, text))

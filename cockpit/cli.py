@@ -293,6 +293,10 @@ class _SessionCluster:
         self._watcher, self._outbound, self._forwarder = watcher, outbound, forwarder
         self.env: dict[str, str] = outbound.env.as_dict()
 
+    async def toggle_forward(self, service: str) -> str:
+        summary: str = await self._outbound.forwards.toggle(service)
+        return summary
+
     async def stop(self) -> None:
         try:
             await self._outbound.forwards.stop()

@@ -55,6 +55,11 @@ class ClusterLink(Protocol):
 
     async def stop(self) -> None: ...
 
+    async def toggle_forward(self, service: str) -> str:
+        """Stop ``service``'s port-forward listeners, or (all stopped) listen again at the
+        same addresses; a one-line summary. NotFoundError when it has no forward."""
+        ...
+
 
 ClusterStarter = Callable[["Engine"], Awaitable[ClusterLink]]
 """Connects a session to the cluster (raises a CockpitError, having undone its part, if it
@@ -300,9 +305,7 @@ class Engine:
         if isinstance(command, ToggleIntercept):
             return await self._toggle_intercept(command)
         if isinstance(command, ToggleForward):
-            return self._result(
-                command, False, f"port-forwards are not available: {NO_CLUSTER_YET}"
-            )
+            return await self._toggle_forward(command)
         if isinstance(command, Quit):
             self.quit_requested.set()
             return self._result(command, True, "quitting")
@@ -321,6 +324,17 @@ class Engine:
         self.say(f"restarting {target} (asked for)")
         pid = await self._supervisor.restart()
         return self._result(command, True, f"restarted {target} (pid {pid})")
+
+    async def _toggle_forward(self, command: ToggleForward) -> CommandResult:
+        if self._cluster is None:
+            message = "port-forwards are not available: this session has no cluster connection"
+            return self._result(command, False, message)
+        if command.service in ("", self.service):
+            message = f"{self.service} runs here: select a cluster service to toggle its forward"
+            return self._result(command, False, message)
+        message = await self._cluster.toggle_forward(command.service)
+        self.say(message)
+        return self._result(command, True, message)
 
     async def _toggle_intercept(self, command: ToggleIntercept) -> CommandResult:
         if self._intercept_factory is None:

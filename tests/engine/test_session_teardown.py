@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from cockpit.core.events import Event, Notice
+from cockpit.core.commands import ToggleForward
+from cockpit.core.events import CommandResult, Event, Notice
 from cockpit.engine.session import CLEANUP_NOTICE, Engine
 from cockpit.errors import NotFoundError
 from tests.engine.fake_process import FakeFactory
@@ -110,3 +111,32 @@ async def test_teardown_without_intercept_or_cluster_skips_those_steps() -> None
         "stopping the local process api",
         "done: session s2 stopped",
     ]
+
+
+async def test_toggle_forward_goes_to_the_cluster_link(engine_with_link: Any) -> None:
+    engine, rec, _, link = engine_with_link()
+    await engine.start()
+    ok = await engine.submit(ToggleForward(service="web", request_id="3"))
+    assert ok == CommandResult("forward", True, "web: port-forward stopped", "3")
+    assert link.toggled == ["web"]
+    await rec.until(lambda: "web: port-forward stopped" in rec.texts("cockpit"))
+    unknown = await engine.submit(ToggleForward(service="nope"))
+    assert unknown.message == "no port-forward for 'nope' (forwarded: web)" and not unknown.ok
+    for local in ("", "api"):  # the service running here has no forward
+        refused = await engine.submit(ToggleForward(service=local))
+        assert not refused.ok
+        assert refused.message == "api runs here: select a cluster service to toggle its forward"
+    assert link.toggled == ["web"]
+
+
+async def test_toggle_forward_without_a_cluster_says_so() -> None:
+    engine = Engine(make_config(), "api", process_factory=FakeFactory(), base_env={})
+    await engine.start()
+    try:
+        result = await engine.submit(ToggleForward(service="web"))
+    finally:
+        await engine.stop()
+    assert not result.ok
+    assert result.message == (
+        "port-forwards are not available: this session has no cluster connection"
+    )

@@ -35,7 +35,7 @@ from cockpit.core.envimport import (
     import_env,
 )
 from cockpit.core.events import Event, ForwardChanged, Level, Notice
-from cockpit.errors import CockpitError
+from cockpit.errors import CockpitError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class ServiceForward:
         self.backends: tuple[Backend, ...] | None = None  # None until the first answer
         self.current: PodTarget | None = None
         self.failure = ""  # why there is no pod, when the watch itself failed
+        self.stopped = False  # the user turned the listener off (``f``)
         self._bad: dict[str, float] = {}  # pod -> until when it is avoided
         self._changed = asyncio.Event()
         self._last: _Published | None = None
@@ -185,6 +186,8 @@ class ServiceForward:
 
     @property
     def state(self) -> str:
+        if self.stopped:
+            return "stopped"
         if self.listener is None:
             return "connecting"
         if self.current is not None:
@@ -196,6 +199,32 @@ class ServiceForward:
     @property
     def stats(self) -> ForwardStats:
         return self.listener.stats if self.listener is not None else ForwardStats()
+
+    async def stop_listening(self) -> None:
+        """Close the listener (cutting its connections); ``listen_again`` reopens it."""
+        if self.listener is None or self.stopped:
+            return
+        # The local process's env names this address: pin it so a restart binds it again.
+        self.listener.host, self.listener.port = self.listener.address
+        await self.listener.close()
+        self.stopped = True
+        self.report()
+
+    async def listen_again(self) -> None:
+        """Listen again at the address the forward had; CockpitError if it is taken now."""
+        if self.listener is None or not self.stopped:
+            return
+        wanted = self.listener.address
+        await self.listener.start()
+        if self.listener.address != wanted:  # bind_loopback fell back to another port
+            await self.listener.close()
+            self.listener.host, self.listener.port = wanted
+            raise CockpitError(
+                f"cannot forward {self.name} on {wanted[0]}:{wanted[1]} again: the address "
+                "is taken (the local process is configured with it); free it and retry"
+            )
+        self.stopped = False
+        self.report()
 
     def event(self) -> ForwardChanged:
         stats = self.stats
@@ -303,6 +332,22 @@ class ServiceForwards:
             if name in (fwd.name, fwd.spec.name):
                 return fwd
         return None
+
+    async def toggle(self, service: str) -> str:
+        """Stop the listeners of ``service`` (or of one forward, "store:8080"), or, when they
+        are all stopped, listen again at the same addresses; a one-line summary."""
+        group = [fwd for fwd in self.forwards if service in (fwd.name, fwd.spec.name)]
+        if not group:
+            known = ", ".join(sorted({fwd.spec.name for fwd in self.forwards})) or "none"
+            raise NotFoundError(f"no port-forward for {service!r} (forwarded: {known})")
+        addresses = ", ".join(fwd.local for fwd in group)
+        if any(not fwd.stopped for fwd in group):
+            for fwd in group:
+                await fwd.stop_listening()
+            return f"{service}: port-forward stopped ({addresses} refuses connections)"
+        for fwd in group:
+            await fwd.listen_again()
+        return f"{service}: port-forward listening again on {addresses}"
 
     async def _follow(self, spec: ServiceSpec, group: list[ServiceForward]) -> None:
         try:

@@ -1,0 +1,202 @@
+"""The one file watcher of hot reload and file sync: watchfiles under a root, filtered by
+``cockpit.core.watchrules``, handing out debounced batches of relative-path changes.
+
+Use::
+
+    watcher = FileWatcher(root, ["."], rules=WatchRules.of(user_ignores), quiet=0.05)
+    await watcher.start()          # watching from here on; SyncError if a path is missing
+    try:
+        while (batch := await watcher.next_batch()) is not None:
+            ...                    # batch.changes: FileChange(kind, 'src/app.py'), path order
+    finally:
+        await watcher.stop()
+
+Changes that arrive while the consumer is busy are merged into the next batch (one entry
+per path, net effect only), so a slow consumer sees one batch, never a backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import watchfiles
+
+from cockpit.core.watchrules import (
+    ChangeKind,
+    FileChange,
+    WatchRules,
+    as_changes,
+    collapse,
+    merge_changes,
+)
+from cockpit.errors import SyncError
+
+DEFAULT_QUIET = 0.05
+"""Seconds without a new change that end a batch (a save of many files is one batch)."""
+DEFAULT_MAX_WAIT = 5.0
+"""A batch is handed out after this many seconds even if changes keep coming."""
+
+_KINDS = {
+    watchfiles.Change.added: ChangeKind.ADDED,
+    watchfiles.Change.modified: ChangeKind.MODIFIED,
+    watchfiles.Change.deleted: ChangeKind.DELETED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeBatch:
+    """Changes under ``root`` (absolute), one per path, in path order."""
+
+    root: str
+    changes: tuple[FileChange, ...]
+    seen_at: float  # time.time() when the batch was complete
+
+    def paths(self, *kinds: ChangeKind) -> list[str]:
+        """Relative paths of the changes of ``kinds`` (all kinds if none given)."""
+        return [c.path for c in self.changes if not kinds or c.kind in kinds]
+
+    def absolute(self, change: FileChange) -> str:
+        return os.path.join(self.root, change.path)
+
+
+class FileWatcher:
+    """Watches ``paths`` (files or directories, relative to ``root`` or absolute) recursively.
+
+    Paths in batches are relative to ``root`` ('/'-separated); ``rules`` decide which count
+    (default: the built-in ignores). ``quiet`` seconds without a new change end a batch;
+    ``max_wait`` caps how long a steady stream of changes is held back.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        paths: list[str] | tuple[str, ...] = (".",),
+        *,
+        rules: WatchRules | None = None,
+        quiet: float = DEFAULT_QUIET,
+        max_wait: float = DEFAULT_MAX_WAIT,
+    ) -> None:
+        self.root = os.path.abspath(root)
+        self.paths = tuple(os.path.normpath(os.path.join(self.root, path)) for path in paths)
+        self.rules = rules if rules is not None else WatchRules.of()
+        self.quiet = quiet
+        self.max_wait = max(max_wait, quiet)
+        self._pending: dict[str, ChangeKind] = {}
+        self._arrived = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def pending(self) -> int:
+        """Changed paths seen but not yet handed out by ``next_batch``."""
+        return len(self._pending)
+
+    @property
+    def pending_changes(self) -> tuple[FileChange, ...]:
+        """The changes ``next_batch`` would hand out now, in path order."""
+        return as_changes(self._pending)
+
+    async def start(self) -> None:
+        """Watch from now on: a change made after this returns is in a batch. Raises
+        SyncError (one line) when a path does not exist or cannot be watched."""
+        if self._pump is not None:
+            return
+        missing = [path for path in self.paths if not os.path.exists(path)]  # noqa: ASYNC240
+        if missing:
+            raise SyncError(f"cannot watch {missing[0]}: no such file or directory")
+        changes = watchfiles.awatch(
+            *self.paths,
+            watch_filter=self._counts,
+            # watchfiles ends a batch after `step` ms without a new change, or after `debounce`.
+            step=max(1, round(self.quiet * 1000)),
+            debounce=max(1, round(self.max_wait * 1000)),
+            stop_event=self._stop,
+            ignore_permission_denied=True,
+        )
+        self._pump = asyncio.create_task(self._run(changes), name=f"watch {self.root}")
+        # awatch sets up its watches synchronously in its first step, before the first await:
+        # once the pump task has taken that step, every later change is caught.
+        await asyncio.sleep(0)
+        if self._pump.done():
+            await self._pump  # it failed at once: raise that here
+            self._raise_if_failed()
+
+    async def next_batch(self) -> ChangeBatch | None:
+        """The next batch of changes; None once stopped. Raises SyncError if watching failed."""
+        while not self._pending:
+            self._raise_if_failed()
+            if self._stop.is_set() or self._pump is None or self._pump.done():
+                return None
+            self._arrived.clear()
+            await self._arrived.wait()
+        pending, self._pending = self._pending, {}
+        return ChangeBatch(self.root, as_changes(pending), time.time())
+
+    async def stop(self) -> None:
+        """Stop watching (within ``quiet`` seconds); a waiting ``next_batch`` returns None."""
+        self._stop.set()
+        self._arrived.set()
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            with contextlib.suppress(asyncio.CancelledError, SyncError):
+                await pump
+
+    async def __aenter__(self) -> FileWatcher:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def relative(self, path: str) -> str:
+        """``path`` relative to the root, '/'-separated (absolute if outside the root)."""
+        rel = os.path.relpath(path, self.root)
+        if rel == ".." or rel.startswith(".." + os.sep):
+            return Path(path).as_posix()
+        return Path(rel).as_posix()
+
+    def _counts(self, change: watchfiles.Change, path: str) -> bool:
+        return self.rules.matches(self.relative(path))
+
+    async def _run(self, changes: AsyncIterator[set[tuple[watchfiles.Change, str]]]) -> None:
+        try:
+            async for raw in changes:
+                self._pending = merge_changes(self._pending, self._net(raw))
+                self._arrived.set()
+        except OSError as exc:
+            # e.g. the inotify watch limit: say what to do about it.
+            self._error = SyncError(
+                f"watching {self.root} failed: {exc}",
+                hint="watch fewer paths, or raise fs.inotify.max_user_watches",
+            )
+        except Exception as exc:
+            self._error = SyncError(f"watching {self.root} failed: {exc}")
+        finally:
+            self._arrived.set()
+
+    def _net(self, raw: set[tuple[watchfiles.Change, str]]) -> list[FileChange]:
+        """One change per path of an (unordered) watchfiles batch, in path order."""
+        kinds: dict[str, set[ChangeKind]] = {}
+        for change, path in raw:
+            kinds.setdefault(path, set()).add(_KINDS[change])
+        return [
+            FileChange(collapse(seen, os.path.lexists(path)), self.relative(path))
+            for path, seen in sorted(kinds.items())
+        ]
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error

@@ -1,0 +1,129 @@
+"""The file watcher on real files in tmp_path: batches, ignores, merging, bursts, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from cockpit.core.watchrules import ChangeKind, FileChange, WatchRules
+from cockpit.engine.filewatch import ChangeBatch, FileWatcher
+from cockpit.errors import SyncError
+
+WITHIN = 20.0  # generous: the machine may be busy
+
+
+async def next_batch(watcher: FileWatcher) -> ChangeBatch:
+    batch = await asyncio.wait_for(watcher.next_batch(), WITHIN)
+    assert batch is not None
+    return batch
+
+
+async def test_a_write_after_start_is_one_batch_with_a_relative_path(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text("A = 1\n")
+    async with FileWatcher(tmp_path, ["."]) as watcher:
+        (tmp_path / "src" / "app.py").write_text("A = 2\n")
+        batch = await next_batch(watcher)
+    assert batch.root == str(tmp_path)
+    assert batch.changes == (FileChange(ChangeKind.MODIFIED, "src/app.py"),)
+    assert batch.absolute(batch.changes[0]) == str(tmp_path / "src" / "app.py")
+
+
+async def test_ignored_paths_never_make_a_batch(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "gen").mkdir()
+    rules = WatchRules.of(["gen/"])
+    async with FileWatcher(tmp_path, ["."], rules=rules) as watcher:
+        (tmp_path / ".git" / "index").write_text("x")
+        (tmp_path / ".app.py.swp").write_text("x")
+        (tmp_path / "gen" / "out.py").write_text("x")
+        (tmp_path / "app.py").write_text("x")  # the one that counts, written last
+        batch = await next_batch(watcher)
+    assert batch.paths() == ["app.py"]
+    assert batch.paths(ChangeKind.ADDED) == ["app.py"]
+
+
+async def test_a_burst_of_many_files_is_one_batch(tmp_path: Path) -> None:
+    async with FileWatcher(tmp_path, ["."], quiet=0.3) as watcher:
+        for i in range(1_000):
+            (tmp_path / f"f{i:04}.py").write_text(str(i))
+        batch = await next_batch(watcher)
+        assert len(batch.changes) == 1_000
+        assert all(change.kind is ChangeKind.ADDED for change in batch.changes)
+        assert watcher.pending == 0
+
+
+async def test_changes_while_the_consumer_is_busy_merge_into_one_batch(tmp_path: Path) -> None:
+    keep = tmp_path / "keep.py"
+    keep.write_text("1")
+    async with FileWatcher(tmp_path, ["."], quiet=0.02) as watcher:
+        keep.write_text("2")
+        (tmp_path / "temp.py").write_text("x")
+        await asyncio.sleep(0.3)  # several watchfiles batches pass; nobody takes them
+        (tmp_path / "temp.py").unlink()
+        (tmp_path / "new.py").write_text("y")
+
+        deadline = time.monotonic() + WITHIN
+        while {c.path for c in watcher.pending_changes} != {"keep.py", "new.py"}:
+            assert time.monotonic() < deadline, f"pending: {watcher.pending_changes}"
+            await asyncio.sleep(0.02)
+        batch = await next_batch(watcher)
+    # temp.py came and went between two hand-outs: nothing to do for it
+    assert {(c.path, c.kind) for c in batch.changes} == {
+        ("keep.py", ChangeKind.MODIFIED),
+        ("new.py", ChangeKind.ADDED),
+    }
+
+
+async def test_a_single_file_and_a_deletion(tmp_path: Path) -> None:
+    target = tmp_path / "config.yaml"
+    target.write_text("a: 1")
+    async with FileWatcher(tmp_path, ["config.yaml"]) as watcher:
+        target.unlink()
+        batch = await next_batch(watcher)
+    assert batch.changes == (FileChange(ChangeKind.DELETED, "config.yaml"),)
+
+
+async def test_an_editor_save_by_rename_is_a_modification(tmp_path: Path) -> None:
+    target = tmp_path / "app.py"
+    target.write_text("A = 1\n")
+    async with FileWatcher(tmp_path, ["."]) as watcher:
+        tmp = tmp_path / "app.py.tmp-save"
+        tmp.write_text("A = 2\n")
+        os.replace(tmp, target)
+        batch = await next_batch(watcher)
+    # the temporary file came and went; the target exists with new content
+    kinds = {c.path: c.kind for c in batch.changes}
+    assert kinds.get("app.py") in (ChangeKind.MODIFIED, ChangeKind.ADDED)
+    assert "app.py.tmp-save" not in kinds or kinds["app.py.tmp-save"] is ChangeKind.DELETED
+
+
+async def test_a_missing_path_is_one_clear_error(tmp_path: Path) -> None:
+    watcher = FileWatcher(tmp_path, ["src"])
+    with pytest.raises(SyncError, match=r"cannot watch .*/src: no such file or directory"):
+        await watcher.start()
+    await watcher.stop()
+
+
+async def test_stop_ends_a_waiting_next_batch(tmp_path: Path) -> None:
+    watcher = FileWatcher(tmp_path)
+    await watcher.start()
+    waiting = asyncio.ensure_future(watcher.next_batch())
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(watcher.stop(), WITHIN)
+    assert await asyncio.wait_for(waiting, WITHIN) is None
+    assert await watcher.next_batch() is None
+
+
+async def test_paths_outside_the_root_stay_absolute(tmp_path: Path) -> None:
+    root, other = tmp_path / "root", tmp_path / "other"
+    root.mkdir()
+    other.mkdir()
+    async with FileWatcher(root, [str(other)]) as watcher:
+        (other / "x.txt").write_text("x")
+        batch = await next_batch(watcher)
+    assert batch.paths() == [(other / "x.txt").as_posix()]

@@ -1544,6 +1544,17 @@ def cmd_deploy_shop(args: argparse.Namespace) -> None:
     log(f"shop deployed in namespace {ns}")
 
 
+def cmd_agent_image(_: argparse.Namespace) -> None:
+    """Rebuild the agent image from the working tree and import it into the running cluster:
+    agent pods created from now on run it (running ones keep theirs)."""
+    base_layer = IMAGES / "python-base.layer.tar"
+    if not base_layer.exists() or not CONTAINERD_SOCK.exists():
+        raise Fail("the cluster is not up: run scripts/dev-cluster up")
+    image = _agent_image(base_layer)
+    import_images([image])
+    log(f"agent image {image.name} imported")
+
+
 def cmd_guard(_: argparse.Namespace) -> None:
     print(
         json.dumps(
@@ -1642,6 +1653,9 @@ def main() -> int:
         fn=cmd_kubeconfig
     )
     sub.add_parser("guard", help="egress guard counters as JSON").set_defaults(fn=cmd_guard)
+    sub.add_parser(
+        "agent-image", help="rebuild the agent image and import it into the running cluster"
+    ).set_defaults(fn=cmd_agent_image)
     kubectl = sub.add_parser("kubectl", help="run kubectl against the dev cluster")
     kubectl.add_argument("args", nargs=argparse.REMAINDER)
     kubectl.set_defaults(fn=cmd_kubectl)

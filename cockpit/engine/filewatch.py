@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -71,17 +71,19 @@ class FileWatcher:
 
     Paths in batches are relative to ``root`` ('/'-separated); ``rules`` decide which count
     (default: the built-in ignores). ``quiet`` seconds without a new change end a batch;
-    ``max_wait`` caps how long a steady stream of changes is held back.
+    ``max_wait`` caps how long a steady stream of changes is held back. ``on_change`` is
+    called with the number of pending paths whenever new changes have been merged in.
     """
 
     def __init__(
         self,
         root: str | os.PathLike[str],
-        paths: list[str] | tuple[str, ...] = (".",),
+        paths: Sequence[str] = (".",),
         *,
         rules: WatchRules | None = None,
         quiet: float = DEFAULT_QUIET,
         max_wait: float = DEFAULT_MAX_WAIT,
+        on_change: Callable[[int], None] | None = None,
     ) -> None:
         self.root = os.path.abspath(root)
         self.paths = tuple(os.path.normpath(os.path.join(self.root, path)) for path in paths)
@@ -93,6 +95,7 @@ class FileWatcher:
         self._stop = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
+        self._on_change = on_change
 
     @property
     def pending(self) -> int:
@@ -176,6 +179,8 @@ class FileWatcher:
             async for raw in changes:
                 self._pending = merge_changes(self._pending, self._net(raw))
                 self._arrived.set()
+                if self._on_change is not None:
+                    self._on_change(len(self._pending))
         except OSError as exc:
             # e.g. the inotify watch limit: say what to do about it.
             self._error = SyncError(

@@ -101,6 +101,7 @@ class LocalSupervisor:
         self._last_exit: int | None = None
         self._tail: deque[str] = deque(maxlen=EXIT_TAIL_LINES)
         self._closing = False
+        self._status_changed = asyncio.Event()
 
     def set_env(self, env: Mapping[str, str]) -> None:
         """The environment of every start from now on (the cluster's, once imported)."""
@@ -117,6 +118,33 @@ class LocalSupervisor:
     @property
     def restarts(self) -> int:
         return self._restarts
+
+    @property
+    def last_exit(self) -> int | None:
+        """The exit code of the last process that exited (None before any exit)."""
+        return self._last_exit
+
+    @property
+    def tail(self) -> list[str]:
+        """The last lines the current (or last) process wrote."""
+        return list(self._tail)
+
+    async def wait_settled(self, within: float) -> ProcessStatus:
+        """After a (re)start, wait until the process is ready (its port answers), has exited,
+        or ``within`` seconds pass; the status then. Without a port, a process still running
+        after ``within`` seconds counts as started."""
+        settled = {ProcessStatus.EXITED, ProcessStatus.BACKOFF, ProcessStatus.STOPPED}
+        if self.service.port is not None:
+            settled.add(ProcessStatus.READY)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self._status not in settled:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._status_changed.wait(), remaining)
+        return self._status
 
     async def start(self) -> None:
         """Run the before_start hooks and start the process; raise if either fails."""
@@ -271,12 +299,33 @@ class LocalSupervisor:
             await self._run_hook(kind, command)
 
     async def _run_hook(self, kind: str, command: str | list[str]) -> None:
+        code, last = await self.run_command(
+            kind, command, what=f"{kind} hook", within=self.service.hooks.timeout
+        )
+        if code != 0:
+            raise ProcessError(
+                f"{self.name}: {kind} hook `{command_text(command)}` {describe_exit(code)}",
+                hint=last[-1][:200] if last else None,
+            )
+
+    async def run_command(
+        self,
+        kind: str,
+        command: str | list[str],
+        *,
+        what: str,
+        within: float,
+        env: Mapping[str, str] | None = None,
+    ) -> tuple[int, list[str]]:
+        """Run ``command`` (``what`` it is, for messages) in the service's cwd and environment
+        (plus ``env``), its output in the log stream as ``NAME:KIND``; its exit code and last
+        lines. Raises ProcessError when it cannot start or runs longer than ``within`` s."""
         text = command_text(command)
         source = f"{self.name}:{kind}"
-        last: list[str] = []
+        last: deque[str] = deque(maxlen=EXIT_TAIL_LINES)
 
         def on_output(lines: Sequence[OutputLine]) -> None:
-            last[:] = [lines[-1].text]
+            last.extend(line.text for line in lines[-EXIT_TAIL_LINES:])
             self._bus.ingest(
                 [
                     LogLine(source, self.name, SourceKind.LOCAL, line.text, line.ts, line.stream)
@@ -284,25 +333,22 @@ class LocalSupervisor:
                 ]
             )
 
-        spec = ProcessSpec(f"{self.name} {kind} hook", command, self._spec.cwd, self._spec.env)
-        hook = self._factory(spec, on_output)
-        self._bus.say(f"{self.name}: running {kind} hook: {text}")
-        timeout = self.service.hooks.timeout
+        spec = ProcessSpec(
+            f"{self.name} {what}", command, self._spec.cwd, {**self._spec.env, **(env or {})}
+        )
+        runner = self._factory(spec, on_output)
+        self._bus.say(f"{self.name}: running {what}: {text}")
         try:
-            await hook.start()
+            await runner.start()
             try:
-                code = await asyncio.wait_for(hook.wait(), timeout)
+                code = await asyncio.wait_for(runner.wait(), within)
             except TimeoutError:
                 raise ProcessError(
-                    f"{self.name}: {kind} hook `{text}` did not finish within {timeout:g} s"
+                    f"{self.name}: {what} `{text}` did not finish within {within:g} s"
                 ) from None
         finally:
-            await hook.stop(HOOK_STOP_GRACE)
-        if code != 0:
-            raise ProcessError(
-                f"{self.name}: {kind} hook `{text}` {describe_exit(code)}",
-                hint=last[0][:200] if last else None,
-            )
+            await runner.stop(HOOK_STOP_GRACE)
+        return code, list(last)
 
     def _on_output(self, lines: Sequence[OutputLine]) -> None:
         name = self.name
@@ -316,6 +362,8 @@ class LocalSupervisor:
 
     def _set_status(self, status: ProcessStatus) -> None:
         self._status = status
+        changed, self._status_changed = self._status_changed, asyncio.Event()
+        changed.set()
         running = status in (ProcessStatus.RUNNING, ProcessStatus.READY, ProcessStatus.STOPPING)
         pid = self._process.pid if running and self._process is not None else None
         # The last exit code stays visible while waiting to restart.

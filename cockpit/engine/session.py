@@ -42,6 +42,7 @@ from cockpit.core.state import SessionState, reduce
 from cockpit.engine.batcher import FLUSH_INTERVAL_SECONDS, MAX_BATCH_LINES, LogBatcher
 from cockpit.engine.bus import EventBus, Subscription
 from cockpit.engine.intercept import InterceptSession
+from cockpit.engine.reloader import LocalReloader
 from cockpit.engine.supervisor import LocalSupervisor
 from cockpit.errors import CockpitError
 
@@ -109,6 +110,7 @@ class Engine:
         intercept: Callable[[str, Callable[[Event], None]], InterceptSession] | None = None,
         intercept_mode: InterceptMode | None = None,
         cluster: ClusterStarter | None = None,
+        hot_reload: bool = False,
     ) -> None:
         local = config.local_service(service)  # a ConfigError names the file and line
         self.config = config
@@ -150,6 +152,12 @@ class Engine:
         env = session_environment(base_env, local.env, session_id=self.session_id, service=service)
         self._supervisor = LocalSupervisor(
             service, local, cwd=cwd, env=env, factory=process_factory, bus=self
+        )
+        # Hot reload watches real files: on for `cockpit up` (cockpit.yaml's watch.enabled).
+        self._reloader = (
+            LocalReloader(self._supervisor, local.watch, cwd=cwd, bus=self)
+            if hot_reload and local.watch.enabled
+            else None
         )
 
     # -- the facade ---------------------------------------------------------------------------
@@ -193,6 +201,8 @@ class Engine:
                     Level.WARNING,
                 )
             await self._supervisor.start()
+            if self._reloader is not None:
+                await self._reloader.start()
             if self._intercept_mode is not None:
                 await self._start_intercept(self._intercept_mode)
         except BaseException:
@@ -400,6 +410,8 @@ class Engine:
                     f"removing the intercept of {self.service}, giving the Service back"
                 )
                 await self._intercept.stop()
+            if self._reloader is not None:
+                await self._reloader.stop()  # no reload may restart what is being stopped
             self._cleanup_step(f"stopping the local process {self.service}")
             await self._supervisor.stop()
             if self._cluster is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from cockpit.adapters.kube import ClusterSource, Listed, WatchHandle, WatchUpdate, suggest
@@ -37,6 +37,7 @@ from cockpit.engine.logs import DEFAULT_TAIL, LineSink, PodLogs
 from cockpit.errors import ClusterError, CockpitError, NotFoundError, UsageError
 
 Publish = Callable[[Event], None]
+PodsListener = Callable[[Mapping[str, Sequence[PodView]]], None]
 
 API = "api"
 EVENT_HISTORY = 600.0
@@ -83,6 +84,7 @@ class ClusterWatcher:
         self._api_state = ""
         self._refresh_pending = False
         self._tick = asyncio.Event()
+        self._pod_listeners: list[PodsListener] = []
         self._stopped = False
 
     # -- life --------------------------------------------------------------------------------
@@ -148,6 +150,13 @@ class ClusterWatcher:
             watch, self._watch = self._watch, None
             await watch.stop()
 
+    def on_pods(self, listener: PodsListener) -> None:
+        """Call ``listener`` with the pods of every session service, now (once started) and
+        after each change: the one way to learn about new pods without another watch."""
+        self._pod_listeners.append(listener)
+        if self._watch is not None and not self._stopped:
+            listener(self.model.pods_by_service(self._clock()))
+
     # -- folding -------------------------------------------------------------------------------
 
     def _on_updates(self, updates: Sequence[WatchUpdate]) -> None:
@@ -207,6 +216,8 @@ class ClusterWatcher:
         pods = self.model.pods_by_service(now)
         if self._logs is not None:
             self._logs.update(pods)
+        for listener in self._pod_listeners:
+            listener(pods)
         self._tick.set()
 
     def _emit_events(self, events: Sequence[Any], *, initial: bool) -> None:

@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 
 from cockpit.adapters import spdy
 from cockpit.adapters import websocket as ws
+from cockpit.adapters.tls import open_tls
 from cockpit.errors import AccessDeniedError, ClusterError, CockpitError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -966,17 +967,16 @@ async def _open_upgraded(
     connect_timeout: float,
 ) -> _Upgraded:
     """A TLS connection to the API server, upgraded by ``request``; errors in one line."""
-    loop = asyncio.get_running_loop()
     conn: _Upgraded | None = None
     try:
         async with asyncio.timeout(connect_timeout):
             try:
-                tls, conn = await loop.create_connection(
+                tls, conn = await open_tls(
                     factory,
                     api.host,
                     api.port,
-                    ssl=api.ssl,
-                    server_hostname=api.server_hostname if api.ssl else None,
+                    ssl_context=api.ssl,
+                    server_hostname=api.server_hostname,
                 )
             except (OSError, ssl.SSLError) as exc:
                 raise PortForwardError(

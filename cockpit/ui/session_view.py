@@ -118,8 +118,8 @@ class SessionView:
             self.dirty.add(FORWARDS)
             service = event.name.rsplit(":", 1)[0]
             if service in self.services:
-                failed = event.state.startswith("failed")
-                self.services[service].forward = "" if failed else event.local
+                down = event.state.startswith("failed") or event.state == "stopped"
+                self.services[service].forward = "" if down else event.local
                 self.dirty.add(SERVICES)
         elif isinstance(event, SyncChanged):
             self.syncs[event.name] = event

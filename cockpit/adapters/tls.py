@@ -94,8 +94,8 @@ class TlsTransport(asyncio.Transport):
             data = data[n:]
 
     def _decrypt(self) -> None:
-        sslobj = self._ssl
-        assert sslobj is not None
+        sslobj, incoming = self._ssl, self._incoming
+        assert sslobj is not None and incoming is not None
         protocol = self._protocol
         while self._reading and not self._lost:
             buf = memoryview(protocol.get_buffer(-1))
@@ -113,6 +113,8 @@ class TlsTransport(asyncio.Transport):
                 self._eof()
                 return
             protocol.buffer_updated(n)
+            if not incoming.pending and not sslobj.pending():
+                break  # all consumed: spare the read that would only raise SSLWantReadError
         assert self._outgoing is not None
         if self._outgoing.pending:  # a TLS 1.3 key update answers itself
             self._send(self._outgoing.read())

@@ -1,0 +1,237 @@
+"""Hot reload end to end in the engine: real files in tmp_path, a real local HTTP server,
+real requests; edits, a burst of 1,000 files, a broken edit, a reload command."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from cockpit.adapters.process import process_factory
+from cockpit.core.config import parse_config
+from cockpit.core.events import Alert, Event, ProcessChanged, SyncChanged
+from cockpit.engine.session import Engine
+
+WITHIN = 30.0  # generous: the machine may be busy
+SERVER = """\
+import http.server
+import os
+
+from message import MESSAGE
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = MESSAGE.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+print("serving", MESSAGE, flush=True)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def get(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+            return str(resp.read().decode())
+    except (OSError, urllib.error.URLError):
+        return None
+
+
+class Session:
+    """An engine running the tiny server from ``tmp_path/app`` with hot reload on."""
+
+    def __init__(self, engine: Engine, app: Path, port: int) -> None:
+        self.engine, self.app, self.port = engine, app, port
+        self.events: list[Event] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def collect(self) -> None:
+        async for event in self.engine.events():
+            self.events.append(event)
+
+    def syncs(self) -> list[SyncChanged]:
+        return [e for e in self.events if isinstance(e, SyncChanged)]
+
+    def pids(self) -> set[int]:
+        return {e.pid for e in self.events if isinstance(e, ProcessChanged) and e.pid}
+
+    async def until(self, condition: Callable[[], object], what: str) -> None:
+        deadline = time.monotonic() + WITHIN
+        while not condition():
+            assert time.monotonic() < deadline, f"{what}: not in time; last: {self.events[-6:]}"
+            await asyncio.sleep(0.05)
+
+    async def serves(self, text: str) -> None:
+        deadline = time.monotonic() + WITHIN
+        while (got := await asyncio.to_thread(get, self.port)) != text:
+            assert time.monotonic() < deadline, f"serves {got!r}, not {text!r}"
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def session(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Session]:
+    watch = getattr(request, "param", "")
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "server.py").write_text(SERVER)
+    (app / "message.py").write_text('MESSAGE = "one"\n')
+    port = free_port()
+    config = parse_config(
+        "services:\n"
+        "  api:\n"
+        f"    command: [{sys.executable!r}, server.py]\n"
+        "    cwd: app\n"
+        f"    port: {port}\n"
+        f"    env: {{PORT: '{port}'}}\n"
+        "    stop_timeout: 5\n" + watch,
+        str(tmp_path / "cockpit.yaml"),
+    )
+    engine = Engine(
+        config, "api", process_factory=process_factory, base_env={"PATH": "/usr/bin:/bin"},
+        hot_reload=True,
+    )  # fmt: skip
+    run = Session(engine, app, port)
+    collector = asyncio.create_task(run.collect())
+    await asyncio.sleep(0)  # subscribed before the first event
+    await engine.start()
+    try:
+        await run.serves("one")
+        await run.until(lambda: any(s.state == "watching" for s in run.syncs()), "watching")
+        yield run
+    finally:
+        await engine.stop()
+        await asyncio.wait_for(collector, WITHIN)
+
+
+async def test_an_edit_is_served_by_the_restarted_process(session: Session) -> None:
+    first = session.syncs()[0]
+    assert (first.name, first.state, first.paths) == ("api (reload)", "watching", (".",))
+    # Another size: Python trusts a cached .pyc of a same-size source from the same second.
+    (session.app / "message.py").write_text('MESSAGE = "second"\n')
+    await session.serves("second")
+    await session.until(lambda: session.syncs()[-1].state == "in-sync", "in-sync")
+    done = session.syncs()[-1]
+    assert done.files == 1 and done.bytes == len('MESSAGE = "second"\n')
+    assert done.duration is not None and done.duration > 0 and done.last_sync is not None
+    assert [s.state for s in session.syncs()] == ["watching", "syncing", "in-sync"]
+    assert len(session.pids()) == 2  # the first process and the restarted one
+
+
+@pytest.mark.parametrize("session", ["    watch: {debounce: 0.3}\n"], indirect=True)
+async def test_a_burst_of_a_thousand_changes_is_one_reload(session: Session) -> None:
+    def burst() -> None:
+        for i in range(1_000):
+            (session.app / f"asset{i:04}.txt").write_text(str(i))
+        (session.app / "message.py").write_text('MESSAGE = "burst"\n')
+
+    await asyncio.to_thread(burst)
+    await session.serves("burst")
+    await session.until(lambda: session.syncs()[-1].state == "in-sync", "in-sync")
+    await asyncio.sleep(1.0)  # a second reload, if any, would have begun by now
+    assert [s.state for s in session.syncs()].count("syncing") == 1
+    assert session.syncs()[-1].files == 1_001
+    assert len(session.pids()) == 2
+
+
+async def test_a_broken_edit_alerts_with_the_last_lines_and_watching_goes_on(
+    session: Session,
+) -> None:
+    (session.app / "message.py").write_text('raise RuntimeError("typo in message.py")\n')
+    await session.until(lambda: session.syncs()[-1].state == "failed", "failed")
+    failed = session.syncs()[-1]
+    assert failed.reason == "api exited with code 1 after the reload"
+    alerts = [e for e in session.events if isinstance(e, Alert)]
+    exit_alert = next(a for a in alerts if a.key == "process-exit:api")
+    assert "RuntimeError: typo in message.py" in exit_alert.detail  # the last lines
+    assert await asyncio.to_thread(get, session.port) is None
+
+    (session.app / "message.py").write_text('MESSAGE = "fixed"\n')
+    await session.serves("fixed")
+    await session.until(lambda: session.syncs()[-1].state == "in-sync", "in-sync again")
+
+
+@pytest.mark.parametrize(
+    "session", ["    watch: {reload: 'echo $COCKPIT_PID >> ../reloaded; cat message.py'}\n"],
+    indirect=True,
+)  # fmt: skip
+async def test_a_reload_command_runs_instead_of_a_restart(session: Session) -> None:
+    (pid,) = session.pids()
+    (session.app / "message.py").write_text('MESSAGE = "two"\n')
+    await session.until(lambda: session.syncs()[-1].state == "in-sync", "in-sync")
+    reloaded = session.app.parent / "reloaded"  # outside the watched directory
+    assert reloaded.read_text() == f"{pid}\n"  # the running process's pid, for kill -HUP
+    assert session.pids() == {pid}  # not restarted
+    assert await asyncio.to_thread(get, session.port) == "one"  # the command chose not to
+
+
+@pytest.mark.parametrize(
+    "session", ["    watch: {reload: 'echo compiling; echo error: bad syntax >&2; exit 3'}\n"],
+    indirect=True,
+)  # fmt: skip
+async def test_a_failing_reload_command_alerts_with_its_output(session: Session) -> None:
+    (session.app / "message.py").write_text('MESSAGE = "two"\n')
+    await session.until(lambda: session.syncs()[-1].state == "failed", "failed")
+    failed = session.syncs()[-1]
+    assert (
+        failed.reason
+        == "reload command `echo compiling; echo error: bad syntax >&2; exit 3` exited with code 3"
+    )
+    alert = next(e for e in session.events if isinstance(e, Alert) and e.key == "reload:api")
+    assert alert.title == f"api: reload failed: {failed.reason}"
+    assert alert.detail == "last 2 lines:\ncompiling\nerror: bad syntax"
+
+
+def sleeper(tmp_path: Path, watch: str) -> Engine:
+    (tmp_path / "app").mkdir()
+    config = parse_config(
+        "services:\n  api:\n"
+        f"    command: [{sys.executable!r}, -c, 'import time; time.sleep(60)']\n"
+        f"    cwd: app\n    watch: {watch}\n",
+        str(tmp_path / "cockpit.yaml"),
+    )
+    return Engine(config, "api", process_factory=process_factory, base_env={}, hot_reload=True)
+
+
+async def test_a_missing_watch_path_is_a_failed_row_and_an_alert(tmp_path: Path) -> None:
+    engine = sleeper(tmp_path, "{paths: [src]}")
+    await engine.start()
+    try:
+        sync = engine.state.syncs["api (reload)"]
+        assert sync.state == "failed"
+        assert sync.reason.startswith("cannot watch ")
+        assert sync.reason.endswith("/app/src: no such file or directory")
+        assert "reload:api" in engine.state.alerts
+        assert engine.state.services["api"].process == "running"  # the session goes on
+    finally:
+        await engine.stop()
+
+
+async def test_watch_disabled_means_no_reload(tmp_path: Path) -> None:
+    engine = sleeper(tmp_path, "{enabled: false}")
+    await engine.start()
+    try:
+        assert engine.state.syncs == {}
+    finally:
+        await engine.stop()

@@ -98,23 +98,37 @@ class TlsTransport(asyncio.Transport):
         assert sslobj is not None and incoming is not None
         protocol = self._protocol
         while self._reading and not self._lost:
+            # Fill the protocol's buffer with as many records as there are, then hand it
+            # over once: one pass of the framing and one send() downstream per socket read,
+            # not one per 16 KiB record.
             buf = memoryview(protocol.get_buffer(-1))
-            try:
-                n: int = sslobj.read(len(buf), buf)  # type: ignore[assignment]  # int with a buffer
-            except ssl.SSLWantReadError:
+            size = len(buf)
+            filled = 0
+            end = False
+            while filled < size:
+                try:
+                    n: int = sslobj.read(size - filled, buf[filled:])  # type: ignore[assignment]
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLZeroReturnError:
+                    end = True
+                    break
+                except ssl.SSLError as exc:
+                    self._fatal(exc)
+                    return
+                if not n:
+                    end = True
+                    break
+                filled += n
+                if not incoming.pending and not sslobj.pending():
+                    break  # all consumed: spare the read that would only raise SSLWantReadError
+            if filled:
+                protocol.buffer_updated(filled)
+            if end:
+                self._eof()
+                return
+            if filled < size:
                 break
-            except ssl.SSLZeroReturnError:
-                self._eof()
-                return
-            except ssl.SSLError as exc:
-                self._fatal(exc)
-                return
-            if not n:
-                self._eof()
-                return
-            protocol.buffer_updated(n)
-            if not incoming.pending and not sslobj.pending():
-                break  # all consumed: spare the read that would only raise SSLWantReadError
         assert self._outgoing is not None
         if self._outgoing.pending:  # a TLS 1.3 key update answers itself
             self._send(self._outgoing.read())

@@ -54,6 +54,7 @@ def main() -> int:
         config = AgentConfig(
             pod=os.environ["POD_NAME"],
             settings=settings,
+            namespace=os.environ["POD_NAMESPACE"],
             bind=os.environ.get("COCKPIT_AGENT_BIND", "0.0.0.0"),
             ssh_port=int(os.environ.get("COCKPIT_AGENT_SSH_PORT", SSH_PORT)),
         )

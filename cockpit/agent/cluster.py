@@ -34,6 +34,10 @@ class ClusterOps(Protocol):
         """Services carrying the intercept annotation (pointing at this agent)."""
         ...
 
+    async def services(self) -> list[dict[str, Any]]:
+        """Every Service of the namespace (where sessions' outbound channels may go)."""
+        ...
+
     async def restore(self, service: str) -> None:
         """Give ``service`` back its selector and targetPorts."""
         ...
@@ -83,10 +87,15 @@ class KubeCluster:
                 delay = min(delay * 2, 1.0)
 
     async def owned_services(self) -> list[dict[str, Any]]:
-        items = (await self.api.get(self._svc())).get("items") or []
         return [
-            s for s in items if ANNOTATION in ((s.get("metadata") or {}).get("annotations") or {})
+            s
+            for s in await self.services()
+            if ANNOTATION in ((s.get("metadata") or {}).get("annotations") or {})
         ]
+
+    async def services(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (await self.api.get(self._svc())).get("items") or []
+        return items
 
     async def restore(self, service: str) -> None:
         for _ in range(5):

@@ -23,6 +23,7 @@ import asyncssh
 
 from cockpit import __version__
 from cockpit.agent.cluster import ClusterOps
+from cockpit.agent.outbound import OutboundGate
 from cockpit.agent.router import Origin, Reader, Router, Writer
 from cockpit.core.agent_spec import AgentSettings
 from cockpit.core.intercept import (
@@ -59,6 +60,7 @@ class ControlError(Exception):
 class AgentConfig:
     pod: str
     settings: AgentSettings
+    namespace: str = "default"
     bind: str = "0.0.0.0"
     ssh_port: int = 2222
     tick: float = 0.25  # housekeeping period (grace and TTL resolution)
@@ -122,10 +124,11 @@ class _Connection(asyncssh.SSHServer):
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
-    ) -> bool:
-        # Outbound traffic of the session's local process: the agent connects by name, so
-        # cluster DNS resolves `store` in the agent's namespace.
-        return True
+    ) -> Awaitable[asyncssh.SSHTCPSession[bytes]]:
+        # Outbound traffic of the session's local process: to a Service of the namespace
+        # only (checked before any connect), never an open proxy.
+        assert self.conn is not None
+        return self.agent.outbound.open(self.conn, self.session, dest_host, dest_port)
 
 
 class Agent:
@@ -138,6 +141,7 @@ class Agent:
         self.table = RouteTable()
         self.leases = Leases()
         self.router = Router(self.table, self, origin, bind=config.bind)
+        self.outbound = OutboundGate(config.namespace, cluster.services)
         self.conns: dict[str, asyncssh.SSHServerConnection] = {}
         self.host_key = asyncssh.generate_private_key("ssh-ed25519")
         self._locks: dict[str, asyncio.Lock] = {}
@@ -478,4 +482,6 @@ class Agent:
             "services": {s: e.ports for s, e in self.router.services.items()},
             "sessions": sorted(self.conns),
             "served": {f"{s}/{t}": n for (s, t), n in sorted(self.router.served.items())},
+            "outbound": dict(sorted(self.outbound.forwarded.items())),
+            "outbound_refused": self.outbound.refused,
         }

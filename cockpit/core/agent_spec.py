@@ -54,7 +54,8 @@ AGENT_RULES: tuple[Rule, ...] = (
         "",
         ("services",),
         ("get", "list", "patch"),
-        why="find the Services it owns at start; restore a Service after its sessions are gone",
+        why="find the Services it owns at start; check that a session's outbound channel goes "
+        "to a Service of the namespace; restore a Service after its sessions are gone",
     ),
     Rule(
         "",

@@ -91,6 +91,7 @@ class RecordingCluster:
     keys: dict[str, str] = field(default_factory=dict)
     host_keys: dict[str, str] = field(default_factory=dict)
     owned: list[dict[str, Any]] = field(default_factory=list)
+    others: list[dict[str, Any]] = field(default_factory=list)  # Services not intercepted
     restored: list[str] = field(default_factory=list)
     shadows_deleted: list[str] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
@@ -105,6 +106,9 @@ class RecordingCluster:
 
     async def owned_services(self) -> list[dict[str, Any]]:
         return self.owned
+
+    async def services(self) -> list[dict[str, Any]]:
+        return self.owned + self.others
 
     async def restore(self, service: str) -> None:
         if self.restore_fails:

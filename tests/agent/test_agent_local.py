@@ -249,15 +249,61 @@ def _greeter(text: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWrite
 # ------------------------------------------------------------------------------ outbound
 
 
-async def test_outbound_direct_channel_reaches_a_cluster_address(make_agent: AgentFactory) -> None:
+class _Collect(asyncio.Protocol):
+    """The local side of a direct channel in these tests: keeps what arrives until EOF."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.eof = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def eof_received(self) -> bool:
+        self.eof.set()
+        return True
+
+
+def _service(name: str, ip: str, port: int) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {"clusterIP": ip, "ports": [{"port": port}]}}
+
+
+async def test_outbound_direct_channel_reaches_a_service_of_the_namespace(
+    make_agent: AgentFactory,
+) -> None:
     h = await make_agent()
+    h.cluster.others.append(_service("store", "127.0.0.1", h.origin.port))
     link = await h.link("me")
-    reader, writer = await link.open_direct("127.0.0.1", h.origin.port)
-    writer.write(b"GET /healthz HTTP/1.1\r\nHost: store\r\nConnection: close\r\n\r\n")
-    answer = await asyncio.wait_for(reader.read(), 5)
-    assert answer.startswith(b"HTTP/1.1 200")
-    with pytest.raises(TunnelError, match=r"cannot reach 127\.0\.0\.1:1"):
-        await link.open_direct("127.0.0.1", 1)
+    got = _Collect()
+    channel = await link.connect_direct("store", h.origin.port, lambda: got)
+    channel.write(b"GET /healthz HTTP/1.1\r\nHost: store\r\nConnection: close\r\n\r\n")
+    await asyncio.wait_for(got.eof.wait(), 5)
+    assert got.data.startswith(b"HTTP/1.1 200")
+    channel.close()
+    assert h.agent.outbound.forwarded == {f"store:{h.origin.port}": 1}
+    await link.aclose()
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "reason"),
+    [
+        ("127.0.0.1", 22, "not the ClusterIP of a Service"),
+        ("example.com", 443, "'example.com' names no Service"),
+        ("store.other", 8080, "names no Service"),
+        ("nobody", 8080, "no Service 'nobody'"),
+        ("store", 22, "Service 'store' has no TCP port 22"),
+    ],
+)
+async def test_outbound_is_refused_outside_the_namespace_services(
+    make_agent: AgentFactory, host: str, port: int, reason: str
+) -> None:
+    h = await make_agent()
+    h.cluster.others.append(_service("store", "10.252.0.10", 8080))
+    link = await h.link("me")
+    with pytest.raises(TunnelError, match=f"the agent refused {host}:{port}: .*{reason}"):
+        await link.connect_direct(host, port, _Collect)
+    assert h.agent.outbound.refused == 1
+    assert not h.agent.outbound.forwarded
     await link.aclose()
 
 

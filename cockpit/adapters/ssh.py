@@ -259,19 +259,39 @@ class AgentLink:
             ) from exc
         self._listeners[service, port] = listener
 
-    async def open_direct(
-        self, host: str, port: int
-    ) -> tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]:
-        """A stream to ``host:port`` as the agent's pod sees it (cluster DNS)."""
+    async def connect_direct(
+        self,
+        host: str,
+        port: int,
+        protocol_factory: Callable[[], asyncio.Protocol],
+        *,
+        within: float = 5.0,
+    ) -> asyncssh.SSHTCPChannel[bytes]:
+        """A direct channel to ``host:port`` as the agent's pod sees it, spliced to a protocol
+        the factory makes (it gets the data, EOF, loss and flow control); the channel serves
+        as its transport (write, write_eof, pause_reading, close, abort)."""
+        protocol = protocol_factory()
         try:
-            reader, writer = await self.conn.open_connection(
-                host, port, encoding=None, window=WINDOW, max_pktsize=MAX_PACKET
+            channel, _ = await asyncio.wait_for(
+                self.conn.create_connection(
+                    lambda: _ChannelSide(protocol),
+                    host,
+                    port,
+                    encoding=None,
+                    window=WINDOW,
+                    max_pktsize=MAX_PACKET,
+                ),
+                within,
             )
         except asyncssh.ChannelOpenError as exc:
-            raise TunnelError(f"the agent cannot reach {host}:{port}: {exc.reason}") from exc
+            raise TunnelError(f"the agent refused {host}:{port}: {exc.reason}") from exc
+        except TimeoutError as exc:
+            raise TunnelError(
+                f"the agent did not open a channel to {host}:{port} within {within:g} s"
+            ) from exc
         except (asyncssh.Error, OSError) as exc:
             raise TunnelError(f"the connection to the agent failed: {exc}") from exc
-        return reader, writer
+        return channel
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -293,3 +313,26 @@ class AgentLink:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.conn.wait_closed(), 5)
         self._reading.cancel()
+
+
+class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
+    """A direct channel's session: hands data, EOF, loss and flow control to an asyncio
+    protocol, so one relay serves a pod's port-forward and the agent's tunnel alike."""
+
+    def __init__(self, protocol: asyncio.Protocol) -> None:
+        self.protocol = protocol
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.protocol.data_received(data)
+
+    def eof_received(self) -> bool:
+        return bool(self.protocol.eof_received())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.protocol.resume_writing()

@@ -297,6 +297,14 @@ class _SessionCluster:
         summary: str = await self._outbound.forwards.toggle(service)
         return summary
 
+    async def restart(self, service: str) -> str:
+        message: str = await self._watcher.restart(service)
+        return message
+
+    async def delete_pod(self, service: str, pod: str) -> str:
+        message: str = await self._watcher.delete_pod(pod, service=service)
+        return message
+
     async def stop(self) -> None:
         try:
             await self._outbound.forwards.stop()

@@ -26,6 +26,7 @@ class Command:
 @dataclass(frozen=True, slots=True)
 class Restart(Command):
     service: str = ""  # "" = the local service
+    pod: str = ""  # a cluster service: replace only this pod (default: rollout-restart all)
 
 
 @dataclass(frozen=True, slots=True)

@@ -297,7 +297,8 @@ class ClusterWatcher:
                     done = False
                     continue
                 status = rollout_status(deploy)
-                texts.append(status.text)
+                # "store: 1 of 2 new pods available" reads "restarting store: 1 of 2 ..."
+                texts.append(status.text.removeprefix(f"{service}: "))
                 done = done and status.done
                 failed = failed or status.failed
             text = "; ".join(texts)
@@ -317,15 +318,22 @@ class ClusterWatcher:
             message = f"restart of {service} not done after {within:.0f} s: {last_text}"
             self._publish(Notice(key, message, Level.ERROR))
             raise ClusterError(message)
-        message = f"restarted {service} in {time.monotonic() - started:.1f} s"
+        view = self._views.get(service)
+        ready = f" ({view.ready}/{view.total} ready)" if view is not None else ""
+        message = f"restarted {service} in {time.monotonic() - started:.1f} s{ready}"
         self._publish(Notice(key, message))
         return message
 
-    async def delete_pod(self, pod: str, *, within: float = ROLLOUT_TIMEOUT) -> str:
-        """Delete one pod of a session service and report until its service is whole again."""
+    async def delete_pod(
+        self, pod: str, *, service: str | None = None, within: float = ROLLOUT_TIMEOUT
+    ) -> str:
+        """Delete one pod of a session service (of ``service`` when given) and report until
+        its service is whole again."""
         owner = next((s for s, v in self._views.items() if pod in v.pods), None)
         if owner is None:
             raise NotFoundError(f"pod '{pod}' is not a pod of this session's services")
+        if service is not None and owner != service:
+            raise NotFoundError(f"pod '{pod}' is a pod of {owner}, not of {service}")
         key = f"restart:{owner}"
         await self.source.call(self.source.delete_pod, self.namespace, pod)
         self._publish(Notice(key, f"deleted pod {pod}; waiting for {owner} to be ready"))

@@ -54,6 +54,15 @@ class ClusterLink(Protocol):
     @property
     def env(self) -> Mapping[str, str]: ...
 
+    async def restart(self, service: str) -> str:
+        """Rollout-restart a cluster service, publishing progress Notices (key
+        ``restart:<service>``) until it is done; the final message, or a CockpitError."""
+        ...
+
+    async def delete_pod(self, service: str, pod: str) -> str:
+        """Replace one pod of ``service`` and report until the service is whole again."""
+        ...
+
     async def stop(self) -> None: ...
 
     async def toggle_forward(self, service: str) -> str:
@@ -324,12 +333,26 @@ class Engine:
     async def _restart(self, command: Restart) -> CommandResult:
         target = command.service or self.service
         if target != self.service:
+            if self._cluster is not None:  # it runs in the cluster: restart it there
+                self.say(f"restarting {target} in the cluster (asked for)")
+                if command.pod:
+                    message = await self._cluster.delete_pod(target, command.pod)
+                else:
+                    message = await self._cluster.restart(target)
+                self.say(message)
+                return self._result(command, True, message)
             if target in self.config.services:
-                message = f"cannot restart {target}: it runs in the cluster ({NO_CLUSTER_YET})"
+                message = (
+                    f"cannot restart {target}: it runs in the cluster and this session "
+                    "is not connected to one"
+                )
             else:
                 message = (
                     f"no service {target!r} (known: {', '.join(sorted(self.config.services))})"
                 )
+            return self._result(command, False, message)
+        if command.pod:
+            message = f"{target} runs here: restart it without a pod"
             return self._result(command, False, message)
         self.say(f"restarting {target} (asked for)")
         pid = await self._supervisor.restart()

@@ -478,3 +478,44 @@ async def test_a_cluster_that_cannot_connect_fails_the_start_and_starts_nothing(
         await engine.start()
     assert factory.made == []
     assert ConnectionChanged("api", "disconnected") in rec.events
+
+
+class RestartingClusterLink(FakeClusterLink):
+    """A link whose restarts report like ClusterWatcher's: Notices, then a message or an error."""
+
+    def __init__(self, engine: Engine, order: list[str]) -> None:
+        super().__init__({}, order)
+        self.engine = engine
+
+    async def restart(self, service: str) -> str:
+        from cockpit.errors import AccessDeniedError
+
+        if service == "web":
+            self.engine.publish(Notice("restart:web", "restarting web: 1 of 2 new pods available"))
+            return "restarted web in 1.0 s (2/2 ready)"
+        raise AccessDeniedError(f"cannot restart deployment '{service}': forbidden")
+
+    async def delete_pod(self, service: str, pod: str) -> str:
+        self._order.append(f"delete {service}/{pod}")
+        return f"replaced pod {pod} of {service} in 1.0 s (2/2 ready)"
+
+
+async def test_restart_of_a_cluster_service_goes_to_the_cluster(running: Any) -> None:
+    order: list[str] = []
+
+    async def connect(engine: Engine) -> RestartingClusterLink:
+        return RestartingClusterLink(engine, order)
+
+    engine, rec, factory = await running(cluster=connect)
+    await engine.start()
+    done = await engine.submit(Restart(service="web"))
+    assert done.ok and done.message == "restarted web in 1.0 s (2/2 ready)"
+    assert Notice("restart:web", "restarting web: 1 of 2 new pods available") in rec.events
+    one = await engine.submit(Restart(service="web", pod="web-1"))
+    assert one.ok and order == ["delete web/web-1"]
+    denied = await engine.submit(Restart(service="store"))
+    assert not denied.ok and denied.message == "cannot restart deployment 'store': forbidden"
+    local = await engine.submit(Restart(service="api", pod="api-1"))
+    assert not local.ok and "runs here" in local.message
+    assert len(factory.made) == 1  # the local process was never touched
+    await engine.stop()

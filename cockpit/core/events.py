@@ -122,13 +122,21 @@ class ServiceRemoved(Event):
 
 @dataclass(frozen=True, slots=True)
 class ForwardChanged(Event):
+    """A forward of a cluster service: where it listens, the route new connections take
+    ("tunnel": the agent's SSH connection to the Service; "port-forward": the API server to
+    one pod), and counters of both routes together and of the tunnel alone."""
+
     name: str  # "store:8080"
     local: str  # "127.0.0.2:8080"
-    remote: str  # "store-7d9f-abc:8080"
-    state: str  # "listening" | "connecting" | "failed: <reason>"
-    connections: int = 0
+    remote: str  # "store-7d9f-abc:8080" (port-forward) or "store.shop.svc:8080" (tunnel)
+    state: str  # "listening" | "connecting" | "stopped" | "failed: <reason>"
+    connections: int = 0  # open now, both routes
     bytes_in: int = 0
     bytes_out: int = 0
+    route: str = "port-forward"  # | "tunnel"
+    tunnel_connections: int = 0  # open now through the tunnel
+    tunnel_bytes_in: int = 0
+    tunnel_bytes_out: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,6 +146,9 @@ class LogView(ScrollView, can_focus=True):
         self._labels: dict[str, str] = {}
         self._widest_label = 0
         self._cache: LRUCache[tuple[int, int, bool], Strip] = LRUCache(1024)
+        # Widget.rich_style walks every ancestor's styles (~1 ms): once per style change,
+        # not once per line per frame (a flood repaints the whole pane 10 times a second).
+        self._base_style: Style | None = None
         self.show_time = False
         self.source_width = 14
 
@@ -439,6 +442,7 @@ class LogView(ScrollView, can_focus=True):
     def set_palette(self, palette: Palette) -> None:
         self.palette = palette
         self._cache.clear()
+        self._base_style = None
         self.refresh()
 
     def set_columns(self, *, show_time: bool, source_width: int) -> None:
@@ -451,6 +455,7 @@ class LogView(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._cache.clear()
+        self._base_style = None
 
     def on_resize(self) -> None:
         self._cache.clear()
@@ -461,7 +466,9 @@ class LogView(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         index = round(self.scroll_y) + y
-        base_style = self.rich_style
+        base_style = self._base_style
+        if base_style is None:
+            base_style = self._base_style = self.rich_style
         if index >= len(self._shown) or width <= 0:
             return Strip.blank(width, base_style)
         ordinal = self._shown[index]

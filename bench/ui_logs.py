@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from textual import events
+from _uibench import keypress_latencies, percentile, watch_frames
 
 from cockpit.core.alerts import AlertRules
 from cockpit.core.commands import Command
@@ -148,15 +148,7 @@ def baseline_rate(lines: list[LogLine]) -> float:
 async def measure_ui(lines: list[LogLine]) -> dict[str, Any]:
     engine = BenchEngine()
     app = CockpitApp(engine, title_info={"context": "bench", "namespace": "bench"})  # type: ignore[arg-type]
-    frames: list[float] = []
-    original_display = app._display
-
-    def display(screen: Any, renderable: Any) -> None:
-        if renderable is not None:
-            frames.append(time.perf_counter())
-        original_display(screen, renderable)
-
-    app._display = display  # type: ignore[method-assign]
+    frames = watch_frames(app)
     batches = [tuple(lines[i : i + BATCH]) for i in range(0, len(lines), BATCH)]
     paced = [tuple(lines[i : i + LOAD_RATE // 20]) for i in range(0, len(lines), LOAD_RATE // 20)]
     async with app.run_test(size=(160, 50)) as pilot:
@@ -182,34 +174,16 @@ async def measure_ui(lines: list[LogLine]) -> dict[str, Any]:
         services = app.main.services
         app.main.set_focus(services)
         await pilot.pause(0.1)
-        samples: list[float] = []
 
-        async def press_keys() -> None:
+        async def press_keys() -> list[float]:
             await asyncio.sleep(0.3)
-            key_deadline = time.perf_counter() + LOAD_SECONDS - 0.6
-            step = 1
-            while time.perf_counter() < key_deadline:
-                before = services.cursor_row
-                target = before + step if 0 <= before + step < services.row_count else before - step
-                step = -step if target < before else step
-                frames_before = len(frames)
-                pressed = time.perf_counter()
-                app.post_message(events.Key("down" if target > before else "up", None))
-                while services.cursor_row != target or len(frames) == frames_before:
-                    await asyncio.sleep(0.0005)
-                    if time.perf_counter() - pressed > 2:
-                        break
-                frame = next((t for t in frames[frames_before:] if t >= pressed), None)
-                if frame is not None and services.cursor_row == target:
-                    samples.append((frame - pressed) * 1000)
-                await asyncio.sleep(KEY_EVERY)
+            return await keypress_latencies(app, services, frames, LOAD_SECONDS - 0.6, KEY_EVERY)
 
         keys = asyncio.create_task(press_keys())
         load_sent = await engine.run_paced(paced, LOAD_SECONDS)
-        await keys
+        samples = sorted(await keys)
         await engine.stop()
-    samples.sort()
-    p95 = samples[int(len(samples) * 0.95) - 1] if samples else float("inf")
+    p95 = percentile(samples, 0.95)
     return {
         "rate": rate,
         "sent": sent,

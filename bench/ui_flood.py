@@ -190,8 +190,9 @@ async def run_ui(seconds: float, rate: int) -> dict[str, Any]:
 
 def run_phase(phase: str, seconds: float, rate: int) -> dict[str, Any]:
     """One phase in a fresh interpreter: memory a previous phase freed would hide growth."""
+    args = ["--phase", phase, "--seconds", str(seconds), "--rate", str(rate)]
     done = subprocess.run(
-        [sys.executable, __file__, "--phase", phase, "--seconds", str(seconds), "--rate", str(rate)],
+        [sys.executable, __file__, *args],
         capture_output=True,
         text=True,
         timeout=seconds + 120,

@@ -134,7 +134,12 @@ class LocalProcess:
         try:
             if _group_alive(pgid):
                 _signal_group(pgid, signal.SIGTERM)
-                if not await _group_gone(pgid, grace):
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + grace
+                # The leader's exit is an event: no polling delay on the usual path (a hot
+                # reload waits on this stop), then the group for whatever it left behind.
+                await asyncio.wait({protocol.exited}, timeout=grace)
+                if not await _group_gone(pgid, max(0.0, deadline - loop.time())):
                     _signal_group(pgid, signal.SIGKILL)
                     await _group_gone(pgid, grace=5.0)
             await asyncio.shield(protocol.exited)
@@ -293,16 +298,15 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 def _group_alive(pgid: int) -> bool:
     """True while any process of the group is running (zombies do not count)."""
-    members = group_members(pgid)
-    if members is not None:
-        return bool(members)
     try:
-        os.killpg(pgid, 0)
+        os.killpg(pgid, 0)  # cheap and certain when the group is empty: no /proc scan
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass  # a member we may not signal is still a member; /proc tells
+    # Something is in the group: a zombie nobody reaps yet does not count.
+    members = group_members(pgid)
+    return bool(members) if members is not None else True
 
 
 def group_members(pgid: int) -> list[int] | None:

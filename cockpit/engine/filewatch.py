@@ -39,9 +39,16 @@ from cockpit.core.watchrules import (
 from cockpit.errors import SyncError
 
 DEFAULT_QUIET = 0.05
-"""Seconds without a new change that end a batch (a save of many files is one batch)."""
+"""Seconds without a new change that end a batch (a save of several files is one batch)."""
 DEFAULT_MAX_WAIT = 5.0
 """A batch is handed out after this many seconds even if changes keep coming."""
+BURST_SIZE = 20
+"""From this many pending paths on, a batch is a tool's burst (a checkout, a formatter)..."""
+BURST_QUIET = 0.25
+"""...and waits this long without a new change, so that one burst is one batch even when the
+tool pauses (a busy machine); a single save keeps the short ``quiet``."""
+# How often watchfiles' thread looks for new changes; the quiet time is counted here.
+_STEP = 0.01
 
 _KINDS = {
     watchfiles.Change.added: ChangeKind.ADDED,
@@ -71,8 +78,9 @@ class FileWatcher:
 
     Paths in batches are relative to ``root`` ('/'-separated); ``rules`` decide which count
     (default: the built-in ignores). ``quiet`` seconds without a new change end a batch;
-    ``max_wait`` caps how long a steady stream of changes is held back. ``on_change`` is
-    called with the number of pending paths whenever new changes have been merged in.
+    ``max_wait`` caps how long a steady stream of changes is held back; from ``BURST_SIZE``
+    pending paths on, the quiet time is at least ``BURST_QUIET``. ``on_change`` is called
+    with the number of pending paths whenever new changes have been merged in.
     """
 
     def __init__(
@@ -91,11 +99,14 @@ class FileWatcher:
         self.quiet = quiet
         self.max_wait = max(max_wait, quiet)
         self._pending: dict[str, ChangeKind] = {}
+        self._first_arrival = 0.0  # loop time of the oldest pending change's arrival
+        self._last_arrival = 0.0
         self._arrived = asyncio.Event()
         self._stop = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self._on_change = on_change
+        self._step = _STEP
 
     @property
     def pending(self) -> int:
@@ -115,15 +126,18 @@ class FileWatcher:
         missing = [path for path in self.paths if not os.path.exists(path)]  # noqa: ASYNC240
         if missing:
             raise SyncError(f"cannot watch {missing[0]}: no such file or directory")
+        step = min(_STEP, self.quiet)
         changes = watchfiles.awatch(
             *self.paths,
             watch_filter=self._counts,
-            # watchfiles ends a batch after `step` ms without a new change, or after `debounce`.
-            step=max(1, round(self.quiet * 1000)),
+            # watchfiles hands over what it has after `step` ms without a new change; the
+            # quiet time and the cap are counted in next_batch.
+            step=max(1, round(step * 1000)),
             debounce=max(1, round(self.max_wait * 1000)),
             stop_event=self._stop,
             ignore_permission_denied=True,
         )
+        self._step = step
         self._pump = asyncio.create_task(self._run(changes), name=f"watch {self.root}")
         # awatch sets up its watches synchronously in its first step, before the first await:
         # once the pump task has taken that step, every later change is caught.
@@ -134,12 +148,29 @@ class FileWatcher:
 
     async def next_batch(self) -> ChangeBatch | None:
         """The next batch of changes; None once stopped. Raises SyncError if watching failed."""
-        while not self._pending:
+        loop = asyncio.get_running_loop()
+        while True:
             self._raise_if_failed()
-            if self._stop.is_set() or self._pump is None or self._pump.done():
+            if self._stop.is_set() or self._pump is None:
                 return None
+            if self._pending:
+                now = loop.time()
+                quiet = self.quiet if len(self._pending) < BURST_SIZE else BURST_QUIET
+                # watchfiles already saw `step` of quiet before it handed the changes over
+                due = min(
+                    self._last_arrival + max(0.0, max(quiet, self.quiet) - self._step),
+                    self._first_arrival + self.max_wait,
+                )
+                if now >= due:
+                    break
+                timeout: float | None = due - now
+            elif self._pump.done():
+                return None
+            else:
+                timeout = None
             self._arrived.clear()
-            await self._arrived.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), timeout)
         pending, self._pending = self._pending, {}
         return ChangeBatch(self.root, as_changes(pending), time.time())
 
@@ -177,6 +208,10 @@ class FileWatcher:
     async def _run(self, changes: AsyncIterator[set[tuple[watchfiles.Change, str]]]) -> None:
         try:
             async for raw in changes:
+                now = asyncio.get_running_loop().time()
+                if not self._pending:
+                    self._first_arrival = now
+                self._last_arrival = now
                 self._pending = merge_changes(self._pending, self._net(raw))
                 self._arrived.set()
                 if self._on_change is not None:

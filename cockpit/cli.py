@@ -236,6 +236,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                     "session": engine.session_id,
                     "service": args.service,
                 },
+                shell=_shell_argv(config, args.service, target.context, target.namespace),
             )
         print(
             "cockpit: the terminal UI is not part of this build; running headless",
@@ -246,6 +247,26 @@ def cmd_up(args: argparse.Namespace) -> int:
         return asyncio.run(run_headless(engine, out=sys.stdout, stdin_fd=stdin_fd))
     finally:
         _quiet_closed_stdout()
+
+
+def _shell_argv(
+    config: CockpitConfig, service: str, context: str, namespace: str
+) -> Callable[[str], list[str]]:
+    """What the UI's shell key runs for a service: for the local one, the user's shell in its
+    directory; for any other, `cockpit shell` into one of its ready pods (a real TTY)."""
+    local_dir = os.path.join(config.base_dir, config.local_service(service).cwd)
+
+    def argv(name: str) -> list[str]:
+        if name == service:
+            return ["/bin/sh", "-c", 'cd "$1" && exec "${SHELL:-/bin/sh}"', "sh", local_dir]
+        command = [sys.executable, "-m", "cockpit", "shell", name]
+        if namespace:
+            command += ["--namespace", namespace]
+        if context:
+            command += ["--context", context]
+        return command
+
+    return argv
 
 
 def _cluster_starter(service: str, context: str, namespace: str) -> ClusterStarter:

@@ -210,13 +210,17 @@ class WatchSettings(_Settings):
     enabled: bool = True
     """Watch files and reload on change."""
     paths: list[Text] = ["."]
-    """Paths to watch, relative to the service's cwd."""
-    ignore: list[Text] = ["**/.git/**", "**/__pycache__/**", "**/node_modules/**", "*.pyc", "*.swp"]
-    """Glob patterns of changes to ignore."""
-    debounce: Seconds = 0.3
-    """Seconds of quiet after a change before reloading (so a save of many files reloads once)."""
+    """Files or directories to watch (recursively), relative to the service's cwd."""
+    ignore: list[Text] = []
+    """Glob patterns of changes to ignore, relative to the cwd (``*.log``: at any depth;
+    ``build/gen``: from the cwd; ``**`` spans directories), on top of the built-in ones (.git,
+    __pycache__, node_modules, .venv, tool caches, editor temp and swap files)."""
+    debounce: Seconds = 0.05
+    """Seconds of quiet after a change before reloading (so a save of many files reloads once;
+    a burst of 20 or more files waits at least 0.25 s)."""
     reload: CommandLine | None = None
-    """A command to run on change instead of restarting the process (e.g. a build step)."""
+    """A command to run on change instead of restarting the process (e.g. a build step, or
+    ``kill -HUP $COCKPIT_PID``: the running process's pid is in ``COCKPIT_PID``)."""
 
 
 class SyncRule(_Settings):

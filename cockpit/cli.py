@@ -277,10 +277,12 @@ def _cluster_starter(service: str, context: str, namespace: str) -> ClusterStart
         from cockpit.adapters.envsource import KubeEnvSource
         from cockpit.adapters.kube import Kube
         from cockpit.adapters.podstream import ApiServer
+        from cockpit.adapters.podsync import KubePodFiles
         from cockpit.adapters.portforward import KubePortForwarder
         from cockpit.adapters.servicecatalog import KubeServiceCatalog, load_api_client
         from cockpit.engine.cluster import ClusterWatcher
         from cockpit.engine.forwards import start_outbound
+        from cockpit.engine.sync import RemoteSync
 
         kube = await asyncio.to_thread(Kube.load, None, context or None, namespace)
         watcher = ClusterWatcher(kube, namespace, None, engine.publish, on_lines=engine.ingest)
@@ -302,7 +304,11 @@ def _cluster_starter(service: str, context: str, namespace: str) -> ClusterStart
             raise
         for note in outbound.env.notes:
             engine.say(f"env: {note}")
-        return _SessionCluster(watcher, outbound, forwarder)
+        # sync: rules of the services left in the cluster push local files into their pods.
+        sync = RemoteSync(engine.config, service, namespace, KubePodFiles(kube), engine)
+        await sync.start()  # a bad rule is its own failed row, never the session's end
+        watcher.on_pods(sync.update_pods)
+        return _SessionCluster(watcher, outbound, forwarder, sync)
 
     return start
 
@@ -310,8 +316,9 @@ def _cluster_starter(service: str, context: str, namespace: str) -> ClusterStart
 class _SessionCluster:
     """The running cluster side of ``cockpit up``; stops in reverse order of start."""
 
-    def __init__(self, watcher: Any, outbound: Any, forwarder: Any) -> None:
+    def __init__(self, watcher: Any, outbound: Any, forwarder: Any, sync: Any) -> None:
         self._watcher, self._outbound, self._forwarder = watcher, outbound, forwarder
+        self._sync = sync
         self.env: dict[str, str] = outbound.env.as_dict()
 
     async def toggle_forward(self, service: str) -> str:
@@ -328,6 +335,7 @@ class _SessionCluster:
 
     async def stop(self) -> None:
         try:
+            await self._sync.stop()
             await self._outbound.forwards.stop()
             self._forwarder.close()
         finally:

@@ -18,18 +18,15 @@ from typing import Any, Protocol
 
 import asyncssh
 
+from cockpit.agent.sshwire import CIPHERS, MAX_PACKET, WINDOW, skip_cbc_countermeasure
 from cockpit.core.intercept import Mode, ServicePort
 from cockpit.errors import InterceptError, TunnelError
 
 SUBSYSTEM = "cockpit"
-# Larger channels than asyncssh's defaults: fewer packets (each costs Python work), and a
-# window that covers the port-forward's round trip at speed. AES-GCM first (AES-NI).
-WINDOW = 8 * 1024 * 1024
-MAX_PACKET = 256 * 1024
-CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com")
 
 # asyncssh logs every channel at INFO; cockpit reports what matters itself.
 logging.getLogger("asyncssh").setLevel(logging.WARNING)
+skip_cbc_countermeasure()
 
 
 def new_client_key() -> asyncssh.SSHKey:

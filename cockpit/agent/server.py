@@ -25,6 +25,7 @@ from cockpit import __version__
 from cockpit.agent.cluster import ClusterOps
 from cockpit.agent.outbound import OutboundGate
 from cockpit.agent.router import Origin, Reader, Router, Writer
+from cockpit.agent.sshwire import CIPHERS, MAX_PACKET, WINDOW, skip_cbc_countermeasure
 from cockpit.core.agent_spec import AgentSettings
 from cockpit.core.intercept import (
     DEFAULT_HEADER,
@@ -39,16 +40,11 @@ from cockpit.core.intercept import (
 from cockpit.errors import InterceptError
 
 log = logging.getLogger("cockpit.agent")
+skip_cbc_countermeasure()
 
 SUBSYSTEM = "cockpit"
 PROTOCOL_VERSION = 1
 OPEN_TIMEOUT = 1.0  # seconds a session has to accept a reverse channel
-# Bigger than asyncssh's defaults (2 MiB, 32 KiB): fewer packets, each of which costs Python
-# work, and a window that covers a port-forward's round trip at a few hundred MB/s.
-WINDOW = 8 * 1024 * 1024
-MAX_PACKET = 256 * 1024
-# AES-GCM runs on AES-NI through cryptography; chacha20-poly1305 takes more steps in Python.
-CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com")
 SESSION_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 

@@ -1,5 +1,6 @@
-"""Local port-forward listeners: each 127.0.0.x connection is relayed to a pod that a
-``TargetPicker`` chooses (re-picked when a pod goes), over the streams of
+"""Local port-forward listeners: each 127.0.0.x connection is relayed through the picker's
+direct route when it offers one (the agent's SSH tunnel to the Service), else to a pod that a
+``TargetPicker`` chooses (re-picked when a pod goes) over the streams of
 ``cockpit.adapters.podstream``; plus the ``PortForwarder`` protocol the engine depends on.
 
 The relay is a splice between two asyncio protocols: what the pod sends goes straight to
@@ -13,7 +14,7 @@ import contextlib
 import errno
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +32,32 @@ from cockpit.adapters.podstream import (
 from cockpit.errors import CockpitError
 
 log = logging.getLogger(__name__)
+
+PORT_FORWARD = "port-forward"  # the route through the API server to one pod
+TUNNEL = "tunnel"  # the route through the agent's SSH connection to the Service
+ROUTES = (TUNNEL, PORT_FORWARD)
+
+
+class RemoteEnd(Protocol):
+    """The far side of a relayed connection, as the relay drives it (an asyncio transport,
+    or an SSH channel)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def write_eof(self) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+DirectRoute = Callable[[Callable[[], asyncio.Protocol]], Awaitable[RemoteEnd]]
+"""Connects a protocol (the relay's far side) straight to the service, not to one pod;
+raises a CockpitError when it cannot."""
 
 
 # -- local listeners ----------------------------------------------------------------------
@@ -59,6 +86,10 @@ class TargetPicker(Protocol):
         """Opening a stream to ``target`` failed: prefer another pod for a while."""
         ...
 
+    def direct(self) -> DirectRoute | None:
+        """The route tried before any pod while it is up (the agent's tunnel), else None."""
+        ...
+
 
 class FixedTarget:
     """A picker that always answers the same pod (``kubectl port-forward pod/x`` style)."""
@@ -74,10 +105,14 @@ class FixedTarget:
     def failed(self, target: PodTarget, error: CockpitError) -> None:
         pass
 
+    def direct(self) -> DirectRoute | None:
+        return None
+
 
 @dataclass(slots=True)
 class ForwardStats:
-    """Counters of one listener, read by the engine when it publishes ForwardChanged."""
+    """Counters of one listener (or of one route of it), read by the engine when it
+    publishes ForwardChanged."""
 
     connections: int = 0  # open now
     connections_total: int = 0
@@ -153,7 +188,8 @@ class PortForwardListener:
         self.port = port
         self.connect_timeout = connect_timeout
         self.attempts = attempts
-        self.stats = ForwardStats()
+        self.stats = ForwardStats()  # every route
+        self.routes: dict[str, ForwardStats] = {route: ForwardStats() for route in ROUTES}
         self._server: asyncio.Server | None = None
         self._relays: set[_Relay] = set()
 
@@ -195,7 +231,9 @@ class _Relay(asyncio.Protocol):
         self.listener = listener
         self.stats = listener.stats
         self.local: asyncio.Transport | None = None
-        self.remote: asyncio.Transport | None = None
+        self.remote: RemoteEnd | None = None
+        self.route: ForwardStats | None = None  # the counters of the route in use
+        self.tried_direct = False
         self.target: PodTarget | None = None
         self.local_closed = False
         self.local_eof = False
@@ -219,7 +257,8 @@ class _Relay(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.sent += len(data)
         self.stats.bytes_out += len(data)
-        assert self.remote is not None
+        assert self.remote is not None and self.route is not None
+        self.route.bytes_out += len(data)
         self.remote.write(data)
 
     def eof_received(self) -> bool:
@@ -232,6 +271,7 @@ class _Relay(asyncio.Protocol):
         self.local_closed = True
         self.listener._relays.discard(self)
         self.stats.connections -= 1
+        self._leave_route()
         if self.remote is not None:
             self.remote.close()
         elif self.task is not None:
@@ -253,8 +293,37 @@ class _Relay(asyncio.Protocol):
 
     # -- remote side --
 
+    def _take_route(self, remote: RemoteEnd, route: str) -> None:
+        self.remote = remote
+        self.route = self.listener.routes[route]
+        self.route.connections += 1
+        self.route.connections_total += 1
+        assert self.local is not None
+        self.local.resume_reading()
+
+    def _leave_route(self) -> None:
+        if self.route is not None:
+            self.route.connections -= 1
+            self.route = None
+
     async def _connect(self) -> None:
         listener = self.listener
+        direct = None if self.tried_direct else listener.picker.direct()
+        if direct is not None:
+            self.tried_direct = True
+            try:
+                remote = await direct(lambda: _RemoteSide(self))
+            except CockpitError as exc:
+                # The tunnel is down or refused: this connection takes a pod's port-forward.
+                log.info("forward %s:%s: %s", listener.host, listener.port, exc.one_line())
+                listener.routes[TUNNEL].failed += 1
+                listener.routes[TUNNEL].last_error = exc.one_line()
+            else:
+                if self.local_closed:
+                    remote.close()
+                    return
+                self._take_route(remote, TUNNEL)
+                return
         while not self.local_closed:
             try:
                 target = await listener.picker.pick(frozenset(self.tried))
@@ -281,10 +350,8 @@ class _Relay(asyncio.Protocol):
             if self.local_closed:
                 remote.close()
                 return
-            self.remote = remote
             self.stats.last_pod = target.pod
-            assert self.local is not None
-            self.local.resume_reading()
+            self._take_route(remote, PORT_FORWARD)
             return
 
     def _fail(self, exc: CockpitError) -> None:
@@ -297,7 +364,8 @@ class _Relay(asyncio.Protocol):
     def remote_data(self, data: memoryview) -> None:
         self.received += len(data)
         self.stats.bytes_in += len(data)
-        assert self.local is not None
+        assert self.local is not None and self.route is not None
+        self.route.bytes_in += len(data)
         self.local.write(data)
 
     def remote_eof(self) -> None:
@@ -311,11 +379,15 @@ class _Relay(asyncio.Protocol):
                 local.close()  # after the buffered answer is written
             return
         error = exc if isinstance(exc, CockpitError) else PortForwardError(str(exc))
-        if self.sent == 0 and self.received == 0 and not self.local_closed and self.target:
-            # Nothing crossed yet (the pod refused at once): quietly try another pod.
-            self.listener.picker.failed(self.target, error)
-            if len(self.tried) < self.listener.attempts:
+        if self.sent == 0 and self.received == 0 and not self.local_closed:
+            # Nothing crossed yet (the pod refused at once, the tunnel went): quietly try
+            # another pod (after the tunnel: a pod's port-forward).
+            tunnel = self.route is self.listener.routes[TUNNEL]
+            if self.target is not None and not tunnel:
+                self.listener.picker.failed(self.target, error)
+            if tunnel or (self.target is not None and len(self.tried) < self.listener.attempts):
                 self.remote = None
+                self._leave_route()
                 assert local is not None
                 local.pause_reading()
                 self.task = asyncio.get_running_loop().create_task(self._connect())
@@ -399,7 +471,11 @@ class KubePortForwarder:
 
 __all__ = [
     "EOF_GRACE",
+    "PORT_FORWARD",
+    "ROUTES",
+    "TUNNEL",
     "ApiServer",
+    "DirectRoute",
     "FixedTarget",
     "ForwardStats",
     "KubePortForwarder",
@@ -410,6 +486,7 @@ __all__ = [
     "PortForwardError",
     "PortForwardListener",
     "PortForwarder",
+    "RemoteEnd",
     "TargetPicker",
     "bind_loopback",
     "candidate_ports",

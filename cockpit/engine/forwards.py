@@ -1,6 +1,8 @@
-"""The session's port-forwards: a local 127.0.0.x listener per remote service port, each
-following its service's ready pods (sticky to one, re-picked when it goes), publishing
-``ForwardChanged``; and the local service's environment pointed at them.
+"""The session's forwards: a local 127.0.0.x listener per remote service port, publishing
+``ForwardChanged``; and the local service's environment pointed at them. Each new connection
+goes through the agent's SSH tunnel to the Service while the session has one, else through an
+API-server port-forward to one of the service's ready pods (sticky to one, re-picked when it
+goes): the addresses the local process was given never change.
 
 Each service gets its own loopback address (127.0.0.2, .3, ... in name order) so every
 forward can keep the service's own port; ``cockpit env`` and ``cockpit up`` use the same rule
@@ -15,9 +17,13 @@ import logging
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from cockpit.adapters.envsource import EnvSource
 from cockpit.adapters.portforward import (
+    PORT_FORWARD,
+    TUNNEL,
+    DirectRoute,
     ForwardStats,
     NoReadyPodError,
     PodTarget,
@@ -62,13 +68,24 @@ def _tcp(port: ServicePort) -> bool:
     return port.protocol.upper() == "TCP"  # the API server forwards TCP only
 
 
-@dataclass(frozen=True, slots=True)
-class _Published:
-    remote: str
-    state: str
-    connections: int
-    bytes_in: int
-    bytes_out: int
+class DirectChannels(Protocol):
+    """The session's SSH connection to the agent, as the forwards use it
+    (``cockpit.adapters.ssh.AgentLink``)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def connect_direct(
+        self, host: str, port: int, protocol_factory: Callable[[], asyncio.Protocol]
+    ) -> Any: ...
+
+
+TunnelSource = Callable[[], DirectChannels | None]
+"""The live tunnel of the session, or None while it has none (no intercept, reconnecting)."""
+
+
+def _no_tunnel() -> DirectChannels | None:
+    return None
 
 
 class ServiceForward:
@@ -94,9 +111,10 @@ class ServiceForward:
         self.current: PodTarget | None = None
         self.failure = ""  # why there is no pod, when the watch itself failed
         self.stopped = False  # the user turned the listener off (``f``)
+        self.tunnel: TunnelSource = _no_tunnel
         self._bad: dict[str, float] = {}  # pod -> until when it is avoided
         self._changed = asyncio.Event()
-        self._last: _Published | None = None
+        self._last: ForwardChanged | None = None
 
     # -- TargetPicker --
 
@@ -120,6 +138,33 @@ class ServiceForward:
             self.current = None
             self._choose(frozenset())
             self.report()
+
+    def direct(self) -> DirectRoute | None:
+        link = self._link()
+        if link is None:
+            return None
+        host, port = self.service_host, self.port.port
+
+        async def connect(factory: Callable[[], asyncio.Protocol]) -> Any:
+            return await link.connect_direct(host, port, factory)
+
+        return connect
+
+    # -- routes --
+
+    def _link(self) -> DirectChannels | None:
+        link = self.tunnel()
+        return link if link is not None and not link.closed else None
+
+    @property
+    def service_host(self) -> str:
+        """The Service's name as the agent resolves it: load-balanced like in-cluster traffic."""
+        return f"{self.spec.name}.{self.spec.namespace}.svc"
+
+    @property
+    def route(self) -> str:
+        """The route a new connection takes now."""
+        return TUNNEL if self._link() is not None else PORT_FORWARD
 
     # -- pod choice --
 
@@ -228,24 +273,31 @@ class ServiceForward:
 
     def event(self) -> ForwardChanged:
         stats = self.stats
+        tunnel = self.listener.routes[TUNNEL] if self.listener is not None else ForwardStats()
+        route = self.route
+        if route == TUNNEL:
+            remote = f"{self.service_host}:{self.port.port}"
+        else:
+            remote = str(self.current) if self.current is not None else ""
         return ForwardChanged(
             name=self.name,
             local=self.local,
-            remote=str(self.current) if self.current is not None else "",
+            remote=remote,
             state=self.state,
             connections=stats.connections,
             bytes_in=stats.bytes_in,
             bytes_out=stats.bytes_out,
+            route=route,
+            tunnel_connections=tunnel.connections,
+            tunnel_bytes_in=tunnel.bytes_in,
+            tunnel_bytes_out=tunnel.bytes_out,
         )
 
     def report(self) -> None:
         """Publish ForwardChanged if anything shown changed since the last one."""
         event = self.event()
-        now = _Published(
-            event.remote, event.state, event.connections, event.bytes_in, event.bytes_out
-        )
-        if now != self._last:
-            self._last = now
+        if event != self._last:
+            self._last = event
             self.publish(event)
 
 
@@ -271,6 +323,7 @@ class ServiceForwards:
         self.report_every = report_every
         self.cluster_domain = cluster_domain
         self.forwards: list[ServiceForward] = []
+        self.tunnel: TunnelSource = _no_tunnel
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(
@@ -290,6 +343,7 @@ class ServiceForwards:
                     if not _tcp(port):
                         continue
                     fwd = ServiceForward(spec, port, self.publish, wait_for_pod=self.wait_for_pod)
+                    fwd.tunnel = self.tunnel
                     fwd.listener = await self.forwarder.listen(host, port.port, fwd)
                     self._check_address(fwd, host, port.port)
                     self.forwards.append(fwd)
@@ -325,6 +379,15 @@ class ServiceForwards:
             ports = (*known.ports, forwarded) if known else (forwarded,)
             services[fwd.spec.name] = ServiceAddress(fwd.spec.name, host, ports)
         return ClusterAddresses(self.namespace, services, self.cluster_domain)
+
+    def use_tunnel(self, tunnel: TunnelSource | None) -> None:
+        """New connections go through ``tunnel`` whenever it answers a live connection (each
+        falls back to a port-forward when it is down or refuses), or, with None, through
+        port-forwards only. The listeners and their addresses stay as they are."""
+        self.tunnel = tunnel or _no_tunnel
+        for fwd in self.forwards:
+            fwd.tunnel = self.tunnel
+            fwd.report()
 
     def get(self, name: str) -> ServiceForward | None:
         """The forward called ``name`` ("store:8080"), or the first of service ``name``."""

@@ -18,11 +18,13 @@ import pytest
 from kubernetes import client
 
 from cockpit.adapters.agent import AgentCluster, ApiJson
-from cockpit.adapters.portforward import ApiServer, PortForwardListener
+from cockpit.adapters.portforward import ApiServer, KubePortForwarder, PortForwardListener
+from cockpit.adapters.servicecatalog import KubeServiceCatalog
 from cockpit.core.agent_spec import AgentSettings
+from cockpit.core.events import Event, ForwardChanged
 from cockpit.core.intercept import AGENT_NAME, AGENT_POD_LABELS, MANAGED_BY_LABEL
+from cockpit.engine.forwards import ServiceForwards
 from cockpit.engine.intercept import InterceptSession, kube_intercept
-from cockpit.engine.outbound import TunnelListener
 from tests.agent.conftest import App, start_app
 from tests.conftest import Cluster
 
@@ -190,11 +192,41 @@ async def sessions(cluster: Cluster, shop: str) -> AsyncIterator[Sessions]:
         await session.stop()
 
 
-async def outbound_to(session: InterceptSession, host: str, port: int) -> TunnelListener:
-    """A local listener reaching ``host:port`` in the cluster over ``session``'s tunnel."""
-    listener = TunnelListener(lambda: session.link, session.connected, host, port)
-    await listener.start()
-    return listener
+class Outbound:
+    """The forwards of a session's outbound calls (as ``cockpit up`` runs them): a 127.0.0.x
+    listener per service, through ``session``'s tunnel while it is up, else port-forwards."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        api_client = cluster.api()
+        self.events: list[Event] = []
+        self.forwards = ServiceForwards(
+            KubePortForwarder(ApiServer.from_configuration(api_client.configuration)),
+            KubeServiceCatalog(api_client),
+            namespace,
+            self.events.append,
+            report_every=0.1,
+        )
+
+    async def start(self, *services: str, session: InterceptSession | None = None) -> None:
+        await self.forwards.start(list(services))
+        if session is not None:
+            self.forwards.use_tunnel(lambda: session.link)
+
+    def url(self, service: str, port: int = 8080) -> str:
+        fwd = self.forwards.get(f"{service}:{port}")
+        assert fwd is not None
+        return f"http://{fwd.local}"
+
+    def last(self, name: str) -> ForwardChanged:
+        return [e for e in self.events if isinstance(e, ForwardChanged) and e.name == name][-1]
+
+
+@pytest.fixture
+async def outbound(cluster: Cluster, shop: str) -> AsyncIterator[Outbound]:
+    made = Outbound(cluster, shop)
+    yield made
+    await made.forwards.stop()
+    made.forwards.forwarder.close()
 
 
 def cockpit_objects(cluster: Cluster, namespace: str) -> list[str]:

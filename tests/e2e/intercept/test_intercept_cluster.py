@@ -17,10 +17,10 @@ from cockpit.core.pss import hardening_violations, restricted_violations
 from tests.agent.conftest import App
 from tests.conftest import Cluster
 from tests.e2e.intercept.conftest import (
+    Outbound,
     Prober,
     SessionFactory,
     cockpit_objects,
-    outbound_to,
     service_specs,
     until_gone,
     until_restored,
@@ -85,13 +85,14 @@ async def test_personal_intercepts_of_two_sessions_and_plain_traffic(
 
 
 async def test_web_in_the_cluster_calls_the_local_api_which_calls_store_in_the_cluster(
-    shop: str, prober: Prober, sessions: SessionFactory, apps: Callable[..., App]
-) -> None:
+    shop: str, prober: Prober, sessions: SessionFactory, apps: Callable[..., App],
+    outbound: Outbound,
+) -> None:  # fmt: skip
     """web (cluster) -> api (here) -> store (cluster, over the session's SSH connection)."""
     session = await sessions.build("me")
-    outbound = await outbound_to(session, "store", 8080)
+    await outbound.start("store", session=session)
     local = apps(SERVICE="api", COCKPIT_LOCAL="1", POD_NAME="laptop",
-                 STORE_URL=f"http://{outbound.address}")  # fmt: skip
+                 STORE_URL=outbound.url("store"))  # fmt: skip
     session.local_port = local.port
     await session.start("global")
     await prober.until("local/laptop")
@@ -104,8 +105,9 @@ async def test_web_in_the_cluster_calls_the_local_api_which_calls_store_in_the_c
         ("store", "cluster"),
     ]
     assert chain[1]["pod"] == "laptop"
-    assert outbound.connections >= 1
-    await outbound.close()
+    forward = outbound.forwards.get("store:8080")
+    assert forward is not None and forward.listener is not None
+    assert forward.listener.routes["tunnel"].connections_total >= 1
 
 
 async def test_the_agent_pod_is_restricted_and_least_privileged(

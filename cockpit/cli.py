@@ -325,6 +325,9 @@ class _SessionCluster:
         summary: str = await self._outbound.forwards.toggle(service)
         return summary
 
+    def use_tunnel(self, tunnel: Any) -> None:
+        self._outbound.forwards.use_tunnel(tunnel)
+
     async def restart(self, service: str) -> str:
         message: str = await self._watcher.restart(service)
         return message

@@ -41,6 +41,8 @@ from cockpit.core.query import Query, QueryError, parse_query
 from cockpit.core.state import SessionState, reduce
 from cockpit.engine.batcher import FLUSH_INTERVAL_SECONDS, MAX_BATCH_LINES, LogBatcher
 from cockpit.engine.bus import EventBus, Subscription
+from cockpit.engine.forwards import TunnelSource
+from cockpit.engine.hooks import InterceptHooks
 from cockpit.engine.intercept import InterceptSession
 from cockpit.engine.reloader import LocalReloader
 from cockpit.engine.supervisor import LocalSupervisor
@@ -68,6 +70,11 @@ class ClusterLink(Protocol):
     async def toggle_forward(self, service: str) -> str:
         """Stop ``service``'s port-forward listeners, or (all stopped) listen again at the
         same addresses; a one-line summary. NotFoundError when it has no forward."""
+        ...
+
+    def use_tunnel(self, tunnel: TunnelSource | None) -> None:
+        """Send new outbound connections through ``tunnel`` while it is up (else, and with
+        None, through port-forwards); the local process's addresses stay the same."""
         ...
 
 
@@ -162,6 +169,7 @@ class Engine:
         self._supervisor = LocalSupervisor(
             service, local, cwd=cwd, env=env, factory=process_factory, bus=self
         )
+        self._hooks = InterceptHooks(service, local.hooks, self._supervisor, self)
         # Hot reload watches real files: on for `cockpit up` (cockpit.yaml's watch.enabled).
         self._reloader = (
             LocalReloader(self._supervisor, local.watch, cwd=cwd, bus=self)
@@ -382,8 +390,11 @@ class Engine:
                 # The first intercept deploys the agent and points the Service at it.
                 intercept = await self._start_intercept(command.mode)
                 return self._result(command, True, f"{self.service}: {intercept.describe()}")
+        was_on = self._intercept.mode is not None
         result = await self._intercept.toggle(command.mode, command.on)
         self._publish_mode()
+        if (self._intercept.mode is not None) != was_on:
+            self._hooks.changed(not was_on)
         return self._result(command, result.ok, result.message)
 
     def _publish_mode(self) -> None:
@@ -414,7 +425,11 @@ class Engine:
         intercept = await asyncio.to_thread(self._intercept_factory, self.session_id, self.publish)
         await intercept.start(mode)  # a CockpitError leaves the cluster as it was
         self._intercept = intercept
+        if self._cluster is not None:
+            # Outbound calls take the intercept's SSH connection while it is up.
+            self._cluster.use_tunnel(lambda: intercept.link)
         self._publish_mode()
+        self._hooks.changed(True)
         return intercept
 
     def _result(self, command: Command, ok: bool, message: str) -> CommandResult:
@@ -432,7 +447,13 @@ class Engine:
                 self._cleanup_step(
                     f"removing the intercept of {self.service}, giving the Service back"
                 )
+                was_on = self._intercept.mode is not None
+                if self._cluster is not None:
+                    self._cluster.use_tunnel(None)
                 await self._intercept.stop()
+                if was_on:
+                    self._hooks.changed(False)
+            await self._hooks.wait()
             if self._reloader is not None:
                 await self._reloader.stop()  # no reload may restart what is being stopped
             self._cleanup_step(f"stopping the local process {self.service}")

@@ -23,6 +23,7 @@ class FakeLink:
         self.env: dict[str, str] = {}
         self.order = order
         self.toggled: list[str] = []
+        self.tunnels: list[Any] = []  # what use_tunnel was given, in order
 
     async def stop(self) -> None:
         self.order.append("cluster stopped")
@@ -32,6 +33,9 @@ class FakeLink:
             raise NotFoundError(f"no port-forward for {service!r} (forwarded: web)")
         self.toggled.append(service)
         return f"{service}: port-forward stopped"
+
+    def use_tunnel(self, tunnel: Any) -> None:
+        self.tunnels.append(tunnel)
 
 
 class FakeIntercept:

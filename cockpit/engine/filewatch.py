@@ -47,8 +47,11 @@ BURST_SIZE = 20
 BURST_QUIET = 0.25
 """...and waits this long without a new change, so that one burst is one batch even when the
 tool pauses (a busy machine); a single save keeps the short ``quiet``."""
-# How often watchfiles' thread looks for new changes; the quiet time is counted here.
+# watchfiles' thread hands changes over after _STEP without a new one, and at least every
+# _SURFACE while they keep coming, so that the arrival times the quiet time is counted from
+# (here, not in watchfiles) trail the files' changes by a few milliseconds at most.
 _STEP = 0.01
+_SURFACE = 0.02
 
 _KINDS = {
     watchfiles.Change.added: ChangeKind.ADDED,
@@ -106,7 +109,6 @@ class FileWatcher:
         self._pump: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self._on_change = on_change
-        self._step = _STEP
 
     @property
     def pending(self) -> int:
@@ -126,18 +128,14 @@ class FileWatcher:
         missing = [path for path in self.paths if not os.path.exists(path)]  # noqa: ASYNC240
         if missing:
             raise SyncError(f"cannot watch {missing[0]}: no such file or directory")
-        step = min(_STEP, self.quiet)
         changes = watchfiles.awatch(
             *self.paths,
             watch_filter=self._counts,
-            # watchfiles hands over what it has after `step` ms without a new change; the
-            # quiet time and the cap are counted in next_batch.
-            step=max(1, round(step * 1000)),
-            debounce=max(1, round(self.max_wait * 1000)),
+            step=max(1, round(min(_STEP, self.quiet) * 1000)),
+            debounce=max(1, round(min(_SURFACE, self.quiet) * 1000)),
             stop_event=self._stop,
             ignore_permission_denied=True,
         )
-        self._step = step
         self._pump = asyncio.create_task(self._run(changes), name=f"watch {self.root}")
         # awatch sets up its watches synchronously in its first step, before the first await:
         # once the pump task has taken that step, every later change is caught.
@@ -156,9 +154,8 @@ class FileWatcher:
             if self._pending:
                 now = loop.time()
                 quiet = self.quiet if len(self._pending) < BURST_SIZE else BURST_QUIET
-                # watchfiles already saw `step` of quiet before it handed the changes over
                 due = min(
-                    self._last_arrival + max(0.0, max(quiet, self.quiet) - self._step),
+                    self._last_arrival + max(quiet, self.quiet),
                     self._first_arrival + self.max_wait,
                 )
                 if now >= due:

@@ -222,6 +222,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         intercept=_intercept_factory(config, args.service, target.context, target.namespace),
         intercept_mode=args.intercept,
         cluster=cluster,
+        hot_reload=True,
     )
     if not args.headless:
         run_ui = _load_ui()

@@ -31,16 +31,18 @@ pytestmark = pytest.mark.cluster
 class Headless:
     """One `cockpit up api --headless` session: its JSON events and its stdin."""
 
-    def __init__(self, namespace: str, kubeconfig: Path, cwd: Path) -> None:
+    def __init__(
+        self, namespace: str, kubeconfig: Path, cwd: Path, services: str | None = None
+    ) -> None:
+        """``services``: the cockpit.yaml ``services:`` body (default: api, the shop's app)."""
         port = free_port()
-        (cwd / "cockpit.yaml").write_text(
-            f"namespace: {namespace}\n"
-            "services:\n"
+        services = services or (
             "  api:\n"
             f"    command: [{sys.executable!r}, {str(REPO / 'examples/shop/app.py')!r}]\n"
             f"    port: {port}\n"
             f"    env: {{SERVICE: api, PORT: '{port}', BIND: 127.0.0.1}}\n"
         )
+        (cwd / "cockpit.yaml").write_text(f"namespace: {namespace}\nservices:\n{services}")
         self.proc = subprocess.Popen(
             [*COCKPIT, "up", "api", "--headless"],
             cwd=cwd,

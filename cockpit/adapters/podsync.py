@@ -229,7 +229,7 @@ def build_tar(members: Sequence[TarMember]) -> TarPayload | None:
 
 
 @dataclass(frozen=True, slots=True)
-class PodTarget:
+class PodContainer:
     """One container of one pod that a rule syncs into."""
 
     namespace: str
@@ -247,7 +247,7 @@ class PushResult:
 
 
 def push_error(
-    target: PodTarget, remote: str, code: int, stderr: str, message: str = "", output: str = ""
+    target: PodContainer, remote: str, code: int, stderr: str, message: str = "", output: str = ""
 ) -> SyncError:
     """The one line a user reads when a push into ``target`` failed (``output``: what
     post_sync printed)."""
@@ -296,7 +296,7 @@ class PodFiles(Protocol):
 
     async def push(
         self,
-        target: PodTarget,
+        target: PodContainer,
         remote_dir: str,
         plan: SyncPlan,
         payload: TarPayload | None,
@@ -312,7 +312,7 @@ class KubePodFiles:
 
     async def push(
         self,
-        target: PodTarget,
+        target: PodContainer,
         remote_dir: str,
         plan: SyncPlan,
         payload: TarPayload | None,
@@ -327,7 +327,7 @@ class KubePodFiles:
 
     def push_blocking(
         self,
-        target: PodTarget,
+        target: PodContainer,
         remote_dir: str,
         plan: SyncPlan,
         payload: TarPayload | None,
@@ -349,7 +349,7 @@ class KubePodFiles:
 
     def _exec(
         self,
-        target: PodTarget,
+        target: PodContainer,
         remote_dir: str,
         deletes: Sequence[str],
         payload: TarPayload | None,

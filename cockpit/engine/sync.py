@@ -23,11 +23,11 @@ import os
 import shlex
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cockpit.adapters.podsync import (
+    PodContainer,
     PodFiles,
-    PodTarget,
     TarPayload,
     build_tar,
     scan_all,
@@ -39,9 +39,9 @@ from cockpit.core.events import Level, SyncChanged
 from cockpit.core.kubemodel import PodView
 from cockpit.core.syncplan import SyncPlan, SyncRoots, plan_sync
 from cockpit.core.watchrules import WatchRules
-from cockpit.engine.filewatch import FileWatcher
+from cockpit.engine.filewatch import ChangeBatch, FileWatcher
 from cockpit.engine.supervisor import SessionBus
-from cockpit.errors import CockpitError, NotFoundError, SyncError
+from cockpit.errors import CockpitError, SyncError
 
 QUIET = 0.05
 """Seconds without a new change that end a batch: short, a save should land at once."""
@@ -56,16 +56,18 @@ def rule_name(service: str, rule: SyncRule) -> str:
 class _Target:
     """A pod's container the rule syncs into, and where it stands."""
 
-    target: PodTarget
+    target: PodContainer
     identity: tuple[str, str]  # (pod uid, container id): a new one needs a full sync
     synced: bool = False
     failure: str = ""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Outcome:
+    """One plan and the targets it goes to (changes to synced pods, everything to new ones)."""
+
     plan: SyncPlan
-    targets: list[_Target] = field(default_factory=list)
+    targets: list[_Target]
 
 
 class RuleSync:
@@ -174,13 +176,13 @@ class RuleSync:
     # -- the loop ------------------------------------------------------------------------------
 
     def _on_change(self, pending: int) -> None:
+        # Once per settled batch of saves (not per file): "pending N", or "syncing, N more".
         self._pending = pending
-        if self._syncing:
-            self._publish()  # "syncing, N more pending"
+        self._publish()
 
     async def _run(self) -> None:
         assert self._watcher is not None and self._roots is not None
-        batch_task: asyncio.Task[object] | None = None
+        batch_task: asyncio.Task[ChangeBatch | None] | None = None
         try:
             while True:
                 if batch_task is None:
@@ -210,10 +212,8 @@ class RuleSync:
             if batch_task is not None:
                 batch_task.cancel()
 
-    def _relative(self, batch: object) -> set[str]:
-        from cockpit.engine.filewatch import ChangeBatch
-
-        assert isinstance(batch, ChangeBatch) and self._roots is not None
+    def _relative(self, batch: ChangeBatch) -> set[str]:
+        assert self._roots is not None
         out = set()
         for change in batch.changes:
             rel = self._roots.relative(batch.absolute(change))
@@ -244,7 +244,7 @@ class RuleSync:
             if known is not None and known.identity == identity:
                 wanted[key] = known
             else:
-                target = PodTarget(self.namespace, pod.name, container)
+                target = PodContainer(self.namespace, pod.name, container)
                 wanted[key] = _Target(target, identity)
         self._targets = wanted
         if problem and problem != self._pod_problem:
@@ -324,11 +324,8 @@ class RuleSync:
             return
         try:
             await self._files.push(target.target, self._roots.remote_dir, plan, payload, self._post)
-        except NotFoundError as exc:
-            # The pod went away under us; the next pod update drops it (or brings it back).
-            target.synced, target.failure = False, exc.one_line()
-            return
         except CockpitError as exc:
+            # A pod that went away under us (NotFoundError) is dropped by the next pod update.
             target.synced, target.failure = False, exc.one_line()
             return
         target.synced, target.failure = True, ""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cockpit.adapters import podsync
-from cockpit.adapters.podsync import PodTarget, build_tar, push_error, scan_all, scan_changes
+from cockpit.adapters.podsync import PodContainer, build_tar, push_error, scan_all, scan_changes
 from cockpit.core.syncplan import SyncRoots, plan_sync
 from cockpit.core.watchrules import WatchRules
 from cockpit.errors import SyncError
@@ -114,7 +114,7 @@ def test_a_big_payload_is_spooled_to_a_file_and_removed(
     assert not os.path.exists(payload.path)
 
 
-TARGET = PodTarget("ns", "web-1", "app")
+TARGET = PodContainer("ns", "web-1", "app")
 AT = "in container app of pod web-1"
 NO_SH = 'exec: "sh": executable file not found in $PATH'
 

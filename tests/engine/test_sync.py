@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.adapters.podsync import PodTarget, PushResult, TarPayload
+from cockpit.adapters.podsync import PodContainer, PushResult, TarPayload
 from cockpit.core.backoff import Backoff
 from cockpit.core.config import SyncRule, parse_config
 from cockpit.core.events import Event, Level, LogLine, SyncChanged
@@ -42,7 +42,7 @@ class FakePodFiles:
 
     async def push(
         self,
-        target: PodTarget,
+        target: PodContainer,
         remote_dir: str,
         plan: SyncPlan,
         payload: TarPayload | None,
@@ -139,7 +139,8 @@ def src(tmp_path: Path) -> Path:
 async def running(src: Path) -> AsyncIterator[tuple[RuleSync, FakePodFiles, Bus]]:
     files, bus = FakePodFiles(), Bus()
     rule = SyncRule(local=str(src), remote="/app/static", post_sync=["nginx", "-s", "reload"])
-    sync = RuleSync("web", rule, str(src), "shop", files, bus, retry=Backoff(0.05, 0.2))
+    # A quiet window long enough that a busy machine does not split one test's saves.
+    sync = RuleSync("web", rule, str(src), "shop", files, bus, quiet=0.3, retry=Backoff(0.05, 0.2))
     await sync.start()
     yield sync, files, bus
     await sync.stop()
@@ -160,9 +161,13 @@ async def test_initial_full_sync_to_running_pods_then_changes_to_all(
     assert bus.last().files == 2 and bus.last().bytes == len("hi") + len("body {}")
 
     files.pushes.clear()
+    seen = len(bus.states())
     (src / "index.html").write_text("changed")
     (src / "css" / "site.css").rename(src / "css" / "main.css")
     await until(lambda: len(files.pushes) == 2 and bus.last().state == "in-sync")
+    after = [e for e in bus.events if isinstance(e, SyncChanged)][seen:]
+    assert [e.state for e in after][:2] == ["pending", "syncing"]
+    assert after[0].pending == 3  # index.html, the old and the new css name
     assert {p.pod for p in files.pushes} == {"web-1", "web-2"}
     for push in files.pushes:  # only what changed, and the old name deleted
         assert push.members == ("css/main.css", "index.html")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cockpit.adapters.kube import Kube
-from cockpit.adapters.podsync import KubePodFiles, PodTarget, build_tar, scan_all, scan_changes
+from cockpit.adapters.podsync import KubePodFiles, PodContainer, build_tar, scan_all, scan_changes
 from cockpit.core.syncplan import SyncPlan, SyncRoots, plan_sync
 from cockpit.errors import NotFoundError, SyncError
 from tests.e2e.sync.conftest import Pods
@@ -42,7 +42,7 @@ async def test_push_creates_deletes_and_renames_in_the_pod(
     src = tree(tmp_path)
     roots = SyncRoots.of(str(src), "/data/t1/app", local_is_file=False)
     files = KubePodFiles(kube)
-    box = PodTarget(pods.namespace, "box", "box")
+    box = PodContainer(pods.namespace, "box", "box")
     plan = full_plan(roots)
     await files.push(box, roots.remote_dir, plan, build_tar(plan.members))
     listing = pods.run("box", "cd /data/t1/app && find . | sort && sh sub/run.sh && ls -l sub")
@@ -87,7 +87,7 @@ async def test_file_rule_renames_and_post_sync_runs_after(
     roots = SyncRoots.of(str(local), "/data/t2/conf/settings.ini", local_is_file=True)
     plan = full_plan(roots)
     result = await KubePodFiles(kube).push(
-        PodTarget(pods.namespace, "box", "box"),
+        PodContainer(pods.namespace, "box", "box"),
         roots.remote_dir,
         plan,
         build_tar(plan.members),
@@ -104,7 +104,7 @@ async def test_big_payload_streams_through(pods: Pods, kube: Kube, tmp_path: Pat
     roots = SyncRoots.of(str(src), "/data/t3", local_is_file=False)
     plan = full_plan(roots)
     await KubePodFiles(kube).push(
-        PodTarget(pods.namespace, "box", "box"), roots.remote_dir, plan, build_tar(plan.members)
+        PodContainer(pods.namespace, "box", "box"), roots.remote_dir, plan, build_tar(plan.members)
     )
     assert pods.run("box", "wc -c < /data/t3/blob.bin").strip() == str(len(blob))
 
@@ -131,14 +131,14 @@ async def test_clear_errors(
     plan = full_plan(roots)
     with pytest.raises(SyncError) as caught:
         await KubePodFiles(kube).push(
-            PodTarget(pods.namespace, pod, container), remote, plan, build_tar(plan.members)
+            PodContainer(pods.namespace, pod, container), remote, plan, build_tar(plan.members)
         )
     assert caught.value.one_line() == message
 
 
 async def test_read_only_deletion_and_failed_post_sync(pods: Pods, kube: Kube) -> None:
     files = KubePodFiles(kube)
-    box = PodTarget(pods.namespace, "box", "box")
+    box = PodContainer(pods.namespace, "box", "box")
     pods.run("box", "mkdir -p /data/t5 && echo x > /data/t5/keep")
     failed = r"^post_sync failed in container box of pod box \(exit 3\): nope$"
     with pytest.raises(SyncError, match=failed):
@@ -152,5 +152,5 @@ async def test_read_only_deletion_and_failed_post_sync(pods: Pods, kube: Kube) -
 async def test_a_gone_pod_is_not_found(pods: Pods, kube: Kube) -> None:
     with pytest.raises(NotFoundError, match="pod 'gone' not found"):
         await KubePodFiles(kube).push(
-            PodTarget(pods.namespace, "gone", "main"), "/data", SyncPlan(deletes=("x",)), None
+            PodContainer(pods.namespace, "gone", "main"), "/data", SyncPlan(deletes=("x",)), None
         )

@@ -221,12 +221,43 @@ def forward_state_style(state: str, palette: Palette) -> Text:
     return Text(state, style=palette.warn)
 
 
+def forward_route_style(route: str, palette: Palette) -> Text:
+    """The tunnel stands out: new connections reach the Service through the agent."""
+    return Text(route, style=palette.ok if route == "tunnel" else palette.muted)
+
+
+def forward_detail(forward: ForwardChanged) -> str:
+    """The detail screen of a forward: its addresses, route, and the counters of each route."""
+    tunnel = (forward.tunnel_connections, forward.tunnel_bytes_in, forward.tunnel_bytes_out)
+    port_forward = (
+        forward.connections - tunnel[0],
+        forward.bytes_in - tunnel[1],
+        forward.bytes_out - tunnel[2],
+    )
+    lines = [
+        f"local       {forward.local}",
+        f"remote      {forward.remote}",
+        f"route       {forward.route} (new connections)",
+        f"state       {forward.state}",
+        "",
+        "              open   bytes in   bytes out",
+    ]
+    for name, (conns, bytes_in, bytes_out) in (("tunnel", tunnel), ("port-fwd", port_forward)):
+        lines.append(f"{name:<12}{conns:>6} {bytes_in:>10,} {bytes_out:>11,}")
+    lines.append(
+        f"{'total':<12}{forward.connections:>6} {forward.bytes_in:>10,} {forward.bytes_out:>11,}"
+    )
+    return "\n".join(lines)
+
+
 class ForwardsTable(KeyedTable):
-    """Port-forwards: local address ↔ remote, state, open connections, bytes each way."""
+    """Forwards: local address ↔ remote, the route of new connections (tunnel or
+    port-forward), state, open connections, bytes each way (both routes together)."""
 
     def refresh_from(self, view: SessionView, palette: Palette, *, wide: bool) -> None:
         columns = [
             Column("local", "LOCAL ↔ REMOTE"),
+            Column("route", "ROUTE"),
             Column("state", "STATE"),
             Column("conns", "CONN"),
             Column("bytes", "IN/OUT"),
@@ -242,6 +273,7 @@ class ForwardsTable(KeyedTable):
         link.append(forward.name or forward.remote)
         return forward.name, (
             link,
+            forward_route_style(forward.route, palette),
             forward_state_style(forward.state, palette),
             Text(str(forward.connections), style=palette.muted if not forward.connections else ""),
             Text(

@@ -45,7 +45,7 @@ def test_an_edit_reloads_and_the_stream_says_so(tmp_path: Path) -> None:
         assert (done["files"], done["bytes"]) == (1, len('MESSAGE = "second"\n'))
         assert done["duration"] > 0 and done["last_sync"] <= time.time()
         states = [o["state"] for o in run.seen if o["type"] == "SyncChanged"]
-        assert states == ["watching", "syncing", "in-sync"]
+        assert states == ["watching", "pending", "syncing", "in-sync"]
         assert get(port) == "second"
         said = [o["text"] for o in run.seen if o["type"] == "LogLine"]
         assert "api: message.py changed; reloading" in said

@@ -71,7 +71,11 @@ class LocalReloader:
         factory = watcher or self._file_watcher
         self._watcher = factory(cwd, self._paths, WatchRules.of(settings.ignore), settings.debounce)
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one reload at a time
         self._busy = False
+        # The early stop of the old process, begun at the first change (see _changes_arrived).
+        self._halt: asyncio.Task[None] | None = None
+        self._revive: asyncio.Task[None] | None = None
         self._last: SyncChanged = SyncChanged(self.name, "watching", paths=self._paths)
         self.reloads = 0
 
@@ -98,31 +102,65 @@ class LocalReloader:
 
     async def stop(self) -> None:
         """Stop watching; a reload in progress is cancelled (the supervisor's stop ends it)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        tasks = [self._task, self._revive, self._halt]
+        self._task = self._revive = self._halt = None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+        for task in tasks:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, CockpitError):
+                    await task
         await self._watcher.stop()
 
     async def _run(self) -> None:
         try:
             while (batch := await self._watcher.next_batch()) is not None:
-                self._busy = True
-                try:
-                    await self._reload(batch)
-                finally:
-                    self._busy = False
+                await self._reload(batch)
         except CockpitError as exc:  # watching itself broke (e.g. the inotify limit)
             self._fail(exc.one_line(), exc.one_line(), files=0, took=None)
 
+    def _changes_arrived(self, pending: int) -> None:
+        """New changes merged in the watcher, not yet a batch (the debounce is running)."""
+        if self._busy:  # they wait for the reload in progress; the pane shows the queue
+            self._publish(self._last.state, pending=pending)
+            return
+        if pending and (self._last.state, self._last.pending) != ("pending", pending):
+            self._publish("pending", pending=pending)
+        if pending and self._settings.reload is None and self._halt is None:
+            # The running code is stale from the first change on: stopping it while the
+            # debounce waits leaves the restart only the start to do.
+            self._halt = asyncio.create_task(self._supervisor.halt(), name=f"{self.name} halt")
+        elif not pending and self._halt is not None and self._revive is None:
+            # The change was undone before the debounce ended (a temporary file came and
+            # went): no batch follows, but the process was stopped; start it again.
+            undone = ChangeBatch(self._watcher.root, (), time.time())
+            self._revive = asyncio.create_task(self._reload(undone), name=f"{self.name} revive")
+
     async def _reload(self, batch: ChangeBatch) -> None:
+        async with self._lock:
+            self._busy = True
+            try:
+                await self._reload_now(batch)
+            finally:
+                self._busy = False
+                if self._revive is asyncio.current_task():
+                    self._revive = None
+
+    async def _reload_now(self, batch: ChangeBatch) -> None:
         started = self._clock()
         files = len(batch.changes)
         self._publish("syncing", files=files)
-        self._bus.say(f"{self._supervisor.name}: {summarize(batch.changes)} changed; reloading")
+        service = self._supervisor.name
+        if batch.changes:
+            self._bus.say(f"{service}: {summarize(batch.changes)} changed; reloading")
+        else:
+            self._bus.say(f"{service}: the changes were undone; starting it again")
+        halt, self._halt = self._halt, None
         reload_command = self._settings.reload
         try:
+            if halt is not None:
+                await halt  # the early stop ends before the start
             if reload_command is not None:
                 failure = await self._run_reload_command(reload_command)
             else:
@@ -179,11 +217,6 @@ class LocalReloader:
             return None
         reason = f"reload command `{command_text(command)}` {describe_exit(code)}"
         return reason, _tail(last), True
-
-    def _changes_arrived(self, pending: int) -> None:
-        # Between reloads a batch is handed out at once; during one, the pane shows the queue.
-        if self._busy:
-            self._publish(self._last.state, pending=pending)
 
     def _fail(
         self,

@@ -170,6 +170,13 @@ class LocalSupervisor:
             self._life = asyncio.create_task(self._live(process), name=f"{self.name} life")
             return process.pid
 
+    async def halt(self) -> None:
+        """Stop the process (gracefully, no exit alert) and leave it stopped until
+        ``restart``: a hot reload stops stale code while it waits for the edits to settle."""
+        async with self._lock:
+            await self._end_life()
+            self._set_status(ProcessStatus.STOPPED)
+
     async def stop(self) -> None:
         """Stop everything; safe to call twice, and cancelling it still kills the process."""
         self._closing = True

@@ -135,7 +135,7 @@ async def test_an_edit_is_served_by_the_restarted_process(session: Session) -> N
     done = session.syncs()[-1]
     assert done.files == 1 and done.bytes == len('MESSAGE = "second"\n')
     assert done.duration is not None and done.duration > 0 and done.last_sync is not None
-    assert [s.state for s in session.syncs()] == ["watching", "syncing", "in-sync"]
+    assert [s.state for s in session.syncs()] == ["watching", "pending", "syncing", "in-sync"]
     assert len(session.pids()) == 2  # the first process and the restarted one
 
 
@@ -153,6 +153,23 @@ async def test_a_burst_of_a_thousand_changes_is_one_reload(session: Session) -> 
         (s.state, s.files, s.pending) for s in session.syncs()
     ]
     assert session.syncs()[-1].files == 1_001
+    assert len(session.pids()) == 2
+
+
+@pytest.mark.parametrize("session", ["    watch: {debounce: 1.0}\n"], indirect=True)
+async def test_a_change_undone_within_the_debounce_starts_the_stopped_process_again(
+    session: Session,
+) -> None:
+    scratch = session.app / "scratch.txt"
+    scratch.write_text("x")
+    # the first change stops the stale process at once, while the debounce runs
+    await session.until(lambda: session.syncs()[-1].state == "pending", "pending")
+    await session.until(lambda: session.engine.state.services["api"].process == "stopped", "stop")
+    scratch.unlink()
+    await session.until(lambda: session.syncs()[-1].state == "in-sync", "in-sync")
+    await session.serves("one")
+    assert session.syncs()[-1].files == 0
+    assert [s.state for s in session.syncs()] == ["watching", "pending", "syncing", "in-sync"]
     assert len(session.pids()) == 2
 
 

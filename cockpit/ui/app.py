@@ -29,6 +29,7 @@ from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.keys import key_to_character
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input
 
@@ -180,6 +181,8 @@ class CockpitApp(App[int]):
         self._main: CockpitScreen | None = None
         self._too_small: TooSmallScreen | None = None
         self._last_sync_redraw = 0.0
+        self._notice_shown: Notice | None = None  # the notice the status bar shows
+        self._ticker: Timer | None = None  # the redraw tick; paused while nothing changes
         self._last_log_flush = 0.0
         self._title_cache: dict[str, str] = {}
         # Problems found before the screen exists, notified once it does.
@@ -235,7 +238,14 @@ class CockpitApp(App[int]):
         main.services.focus()
         self._panes_ready = True
         self._check_size()
-        self.set_interval(TICK, self._tick)
+        self._ticker = self.set_interval(TICK, self._tick)
+        # Ages ("12s ago") and expiring notices move on with nothing arriving.
+        self.set_interval(1.0, self._wake)
+
+    def _wake(self) -> None:
+        """Something may need drawing: run the tick again (at once if it was paused)."""
+        if self._ticker is not None:
+            self._ticker.resume()
 
     def screen_gone(self) -> None:
         self._panes_ready = False
@@ -275,6 +285,7 @@ class CockpitApp(App[int]):
             self._report_failure("events", "", f"event stream failed: {_one_line(exc)}")
 
     def _accept(self, event: Event) -> None:
+        self._wake()
         if isinstance(event, LogBatch):
             pending = self._pending_lines
             pending.extend(event.lines)
@@ -301,7 +312,8 @@ class CockpitApp(App[int]):
             self._report_failure("start", "", f"session did not start: {_one_line(exc)}")
 
     def _tick(self) -> None:
-        """Hand buffered lines to the log pane and redraw what changed (20 times a second)."""
+        """Hand buffered lines to the log pane and redraw what changed (20 times a second
+        while anything arrives; paused when nothing did, woken by the next event)."""
         if not self._panes_ready or not self.main.logs.is_attached:
             return
         main = self.main
@@ -321,7 +333,7 @@ class CockpitApp(App[int]):
             self._last_sync_redraw = now
             if self.view.syncs:
                 self.view.dirty.add(SYNC)  # "12s ago" moves on
-            if self.view.notices:
+            if self.view.current_notice() is not self._notice_shown:
                 self.view.dirty.add(STATUS)  # an old notice leaves the status bar
         if self.view.dirty:
             self._redraw(self.view.dirty)
@@ -339,6 +351,9 @@ class CockpitApp(App[int]):
             if screen is not None:
                 for step in steps:
                     screen.add_step(step)
+        if not self._pending_lines and not self.view.dirty and self._ticker is not None:
+            # Idle: 20 wake-ups a second would cost more than everything else at rest.
+            self._ticker.pause()
 
     def _redraw_all(self) -> None:
         self._redraw({SERVICES, FORWARDS, SYNC, STATUS, ALERTS})
@@ -369,6 +384,7 @@ class CockpitApp(App[int]):
             summary.refresh_from(view, palette, wide=wide)
         if STATUS in parts:
             main.status.refresh_from(view, palette, wide=wide)
+            self._notice_shown = view.current_notice()
         if ALERTS in parts:
             alerts = main.alerts
             alerts.refresh_from(view, palette, wide=wide)
@@ -813,6 +829,7 @@ class CockpitApp(App[int]):
         """A refused or failed action: one notification and an alert that says why."""
         self.notify(title, severity="error", timeout=6)
         self.view.add_failure(f"ui:{action}:{service}", service, title, self.clock())
+        self._wake()
 
     # -- command palette ----------------------------------------------------------------------
 

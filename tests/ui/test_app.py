@@ -568,6 +568,7 @@ async def test_a_notice_leaves_the_status_bar_after_a_while(engine: FakeEngine) 
         assert "connecting to the agent" in screen_text(app)
         now[0] += 60
         app.view.dirty.add("status")
+        app._wake()  # what the once-a-second timer does
         await settle(pilot)
         assert "connecting to the agent" not in screen_text(app)
 

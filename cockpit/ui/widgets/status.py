@@ -32,11 +32,29 @@ def connection_cell(name: str, state: str, palette: Palette, *, short: bool) -> 
     return text
 
 
-class StatusBar(Static):
-    """Context, namespace, session and the state of the API, agent and tunnel connections."""
+class OneLine(Static):
+    """A one-row bar (its height is fixed by the stylesheet) that repaints only on change.
+
+    ``Static.update`` lays the whole screen out again by default; with two 50-row tables
+    that costs more than everything else an idle session does, once a second.
+    """
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__("", id=id, markup=False)
+        self._shown: Text | None = None
+
+    def show(self, text: Text) -> None:
+        if self._shown is not None and text == self._shown:  # same characters, same spans
+            return
+        self._shown = text
+        self.update(text, layout=False)
+
+
+class StatusBar(OneLine):
+    """Context, namespace, session and the state of the API, agent and tunnel connections."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
         self._fallback: dict[str, str] = {}
 
     def set_fallback(self, info: dict[str, str]) -> None:
@@ -81,16 +99,13 @@ class StatusBar(Static):
             style = palette.bad if notice.level >= Level.ERROR else palette.muted
             text.append("  │ ", style=palette.muted)
             text.append(notice.text, style=style)
-        self.update(text)
+        self.show(text)
 
 
-class SessionSummary(Static):
+class SessionSummary(OneLine):
     """Forwards and sync in one line, for terminals too small for their tables."""
 
     clock = staticmethod(time.time)
-
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__("", id=id, markup=False)
 
     def refresh_from(self, view: SessionView, palette: Palette, *, wide: bool) -> None:
         text = Text(no_wrap=True, overflow="ellipsis")
@@ -124,4 +139,4 @@ class SessionSummary(Static):
                 text.append(f" {sync.pending} pending", style=palette.warn)
             if sync.last_sync is not None:
                 text.append(f" {humanize.ago(sync.last_sync, now)} ago", style=palette.muted)
-        self.update(text)
+        self.show(text)

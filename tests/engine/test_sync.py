@@ -230,7 +230,7 @@ async def test_changes_during_a_push_go_out_together_next(
     sync.update_pods([pod("web-1")])
     await until(lambda: bus.last().state == "in-sync")
     files.pushes.clear()
-    files.delay = 0.5
+    files.delay = 2.0  # long enough for the next saves to settle (quiet 0.3 s) meanwhile
     (src / "a.txt").write_text("a")
     await until(lambda: bus.last().state == "syncing")
     for i in range(20):

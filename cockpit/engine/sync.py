@@ -106,6 +106,7 @@ class RuleSync:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._pods: list[PodView] = []
+        self._service_exists = True
         self._targets: dict[tuple[str, str], _Target] = {}
         # Problems of the rule rather than of one pod: the watch failed (for good), the local
         # path is unreadable (until a sync works again), the container is not in the pods.
@@ -163,9 +164,11 @@ class RuleSync:
         if self._watcher is not None:
             await self._watcher.stop()
 
-    def update_pods(self, pods: Sequence[PodView]) -> None:
-        """The service's pods now (from the cluster watch); new containers get a full sync."""
-        self._pods = list(pods)
+    def update_pods(self, pods: Sequence[PodView] | None) -> None:
+        """The service's pods now (from the cluster watch; None: no such Service); new
+        containers get a full sync."""
+        self._service_exists = pods is not None
+        self._pods = list(pods or ())
         self._wake.set()
 
     @property
@@ -225,6 +228,8 @@ class RuleSync:
         """Targets from the pods: running containers of live pods; gone ones are dropped."""
         wanted: dict[tuple[str, str], _Target] = {}
         problem = ""
+        if not self._service_exists:
+            problem = f"service '{self.service}' not found in namespace '{self.namespace}'"
         for pod in self._pods:
             if pod.deleting or pod.finished:
                 continue
@@ -441,9 +446,9 @@ class RemoteSync:
             await rule.start()
 
     def update_pods(self, pods: Mapping[str, Sequence[PodView]]) -> None:
-        """Pods of every service (ClusterWatcher.on_pods)."""
+        """Pods of every Service in the namespace (ClusterWatcher.on_pods)."""
         for rule in self.rules:
-            rule.update_pods(pods.get(rule.service, ()))
+            rule.update_pods(pods.get(rule.service))
 
     async def stop(self) -> None:
         await asyncio.gather(*(rule.stop() for rule in self.rules))

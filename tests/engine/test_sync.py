@@ -255,6 +255,18 @@ async def test_a_container_the_pods_lack_is_a_rule_failure(src: Path) -> None:
         await sync.stop()
 
 
+async def test_a_service_missing_from_the_cluster_is_a_rule_failure(
+    running: tuple[RuleSync, FakePodFiles, Bus],
+) -> None:
+    sync, files, bus = running
+    sync.update_pods(None)
+    await until(lambda: bus.last().state == "failed")
+    assert bus.last().reason == "service 'web' not found in namespace 'shop'"
+    assert files.pushes == []
+    sync.update_pods([pod("web-1")])  # created later: synced then
+    await until(lambda: bus.last().state == "in-sync")
+
+
 async def test_a_missing_local_path_fails_the_rule_not_the_session(tmp_path: Path) -> None:
     files, bus = FakePodFiles(), Bus()
     rule = SyncRule(local="nope", remote="/app")

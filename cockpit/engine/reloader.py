@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from cockpit.core.config import WatchSettings
 from cockpit.core.events import Level, ProcessStatus, SyncChanged
@@ -41,6 +43,25 @@ def _changed_bytes(batch: ChangeBatch) -> int:
         with contextlib.suppress(OSError):  # gone again since
             total += os.stat(batch.absolute(change)).st_size
     return total
+
+
+def drop_stale_bytecode(batch: ChangeBatch) -> int:
+    """Delete the cached bytecode of the changed Python files; how many files went.
+
+    Python trusts a ``__pycache__`` entry whose source has the same size and the same mtime in
+    whole seconds, so an edit that keeps the size within a second of the last import would
+    restart into the old code.
+    """
+    dropped = 0
+    for change in batch.changes:
+        source = Path(batch.absolute(change))
+        if source.suffix != ".py":
+            continue
+        for cached in (source.parent / "__pycache__").glob(f"{glob.escape(source.stem)}.*.pyc"):
+            with contextlib.suppress(OSError):
+                cached.unlink()
+                dropped += 1
+    return dropped
 
 
 class LocalReloader:
@@ -164,7 +185,7 @@ class LocalReloader:
             if reload_command is not None:
                 failure = await self._run_reload_command(reload_command)
             else:
-                failure = await self._restart()
+                failure = await self._restart(batch)
         except CockpitError as exc:  # e.g. a before_start hook failed, the port is taken
             failure = (exc.one_line(), exc.one_line(), True)
         took = self._clock() - started
@@ -181,8 +202,9 @@ class LocalReloader:
             size=await asyncio.to_thread(_changed_bytes, batch),
         )
 
-    async def _restart(self) -> Failure | None:
+    async def _restart(self, batch: ChangeBatch) -> Failure | None:
         supervisor = self._supervisor
+        await asyncio.to_thread(drop_stale_bytecode, batch)
         await supervisor.restart()
         service = supervisor.service
         within = service.ready_timeout if service.port is not None else START_SETTLE_SECONDS

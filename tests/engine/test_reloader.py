@@ -4,6 +4,7 @@ real requests; edits, a burst of 1,000 files, a broken edit, a reload command.""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
 import time
@@ -128,12 +129,17 @@ async def session(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
 async def test_an_edit_is_served_by_the_restarted_process(session: Session) -> None:
     first = session.syncs()[0]
     assert (first.name, first.state, first.paths) == ("api (reload)", "watching", (".",))
-    # Another size: Python trusts a cached .pyc of a same-size source from the same second.
-    (session.app / "message.py").write_text('MESSAGE = "second"\n')
-    await session.serves("second")
+    assert list((session.app / "__pycache__").glob("message.*.pyc"))
+    # The same size and mtime second as at the import: Python alone would trust the cached
+    # bytecode and serve "one" again.
+    message = session.app / "message.py"
+    before = message.stat()
+    message.write_text('MESSAGE = "two"\n')
+    os.utime(message, ns=(before.st_atime_ns, before.st_mtime_ns))
+    await session.serves("two")
     await session.until(lambda: session.syncs()[-1].state == "in-sync", "in-sync")
     done = session.syncs()[-1]
-    assert done.files == 1 and done.bytes == len('MESSAGE = "second"\n')
+    assert done.files == 1 and done.bytes == len('MESSAGE = "two"\n')
     assert done.duration is not None and done.duration > 0 and done.last_sync is not None
     assert [s.state for s in session.syncs()] == ["watching", "pending", "syncing", "in-sync"]
     assert len(session.pids()) == 2  # the first process and the restarted one

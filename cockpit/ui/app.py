@@ -61,6 +61,7 @@ from cockpit.ui.widgets.tables import (
     KeyedTable,
     ServicesTable,
     SyncTable,
+    forward_detail,
 )
 
 MIN_WIDTH = 60
@@ -613,17 +614,8 @@ class CockpitApp(App[int]):
         elif isinstance(table, ForwardsTable):
             forward = self.view.forwards.get(key)
             if forward is not None:
-                body = "\n".join(
-                    [
-                        f"local       {forward.local}",
-                        f"remote      {forward.remote}",
-                        f"state       {forward.state}",
-                        f"connections {forward.connections}",
-                        f"bytes in    {forward.bytes_in:,}",
-                        f"bytes out   {forward.bytes_out:,}",
-                    ]
-                )
-                self.push_screen(DetailScreen(f"Port-forward {forward.name}", body))
+                body = forward_detail(forward)
+                self.push_screen(DetailScreen(f"Forward {forward.name}", body))
         elif isinstance(table, SyncTable):
             sync = self.view.syncs.get(key)
             if sync is not None:

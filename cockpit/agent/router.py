@@ -24,6 +24,11 @@ log = logging.getLogger("cockpit.agent")
 CHUNK = 256 * 1024
 RESOLVE_TTL = 5.0
 REPLAY_LIMIT = 1 << 20  # request bodies up to this size can be re-sent when a session drops
+# A channel to a session opened for one client connection serves the next ones: a channel
+# open is a round trip through the port-forward and a connect at the session's end. Idle
+# ones are closed before common keep-alive timeouts of local servers (uvicorn: 5 s) run out.
+IDLE_TTL = 4.0
+IDLE_MAX = 32  # idle channels kept per (service, port, session)
 
 
 class Reader(Protocol):
@@ -73,6 +78,7 @@ class Upstream:
     reader: Reader
     writer: Writer
     conn: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
+    fresh: bool = True  # opened for this request: a frozen session would have failed the open
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -91,6 +97,16 @@ async def pipe(src: Reader, dst: Writer) -> bool:
     except Exception as exc:  # a reset, a closed channel: the splice is over either way
         log.debug("pipe ended: %r", exc)
         return False
+
+
+def _write_all(writer: Writer, pending: list[bytes]) -> None:
+    """One write of everything in ``pending`` (emptied): each write is a send, and through a
+    session's channel a packet across the port-forward. A lone chunk goes out uncopied."""
+    if len(pending) == 1:
+        writer.write(pending[0])
+    elif pending:
+        writer.write(b"".join(pending))
+    pending.clear()
 
 
 async def splice(a: tuple[Reader, Writer], b: tuple[Reader, Writer]) -> None:
@@ -129,6 +145,7 @@ class Router:
         self.served: Counter[tuple[str, str]] = Counter()  # (service, "origin"|session) -> n
         self._conns: set[asyncio.Task[None]] = set()
         self._addresses: dict[str, tuple[str, float]] = {}
+        self._idle: dict[tuple[str, int, str], list[tuple[float, Upstream]]] = {}
 
     def ports_in_use(self) -> set[int]:
         return {p for s in self.services.values() for p in s.ports.values()}
@@ -171,6 +188,62 @@ class Router:
             await self.close(service)
         for t in list(self._conns):
             t.cancel()
+        self.prune_idle(float("inf"))
+
+    # ------------------------------------------------------------- idle session channels
+
+    def take_idle(self, service: str, port: int, session: str) -> Upstream | None:
+        """A kept-alive channel to ``session``'s local process, if one is waiting."""
+        stack = self._idle.get((service, port, session))
+        now = asyncio.get_running_loop().time()
+        while stack:
+            since, up = stack.pop()
+            if now - since < IDLE_TTL and not up.reader.at_eof():
+                return up
+            up.close()
+        return None
+
+    def park(self, service: str, port: int, up: Upstream) -> bool:
+        """Keep ``up`` for the next client connection; False when it cannot serve one."""
+        if (
+            up.target is None  # the original pods: kube-proxy balances per connection
+            or up.conn.our_state is not h11.IDLE
+            or up.conn.their_state is not h11.IDLE
+            or up.reader.at_eof()
+        ):
+            return False
+        stack = self._idle.setdefault((service, port, up.target), [])
+        if len(stack) >= IDLE_MAX:
+            return False
+        stack.append((asyncio.get_running_loop().time(), up))
+        return True
+
+    async def session_answers(self, service: str, port: int, session: str) -> bool:
+        """Whether ``session`` still confirms a new channel in time. A session that does not
+        is dropped by ``open_reverse``, which ends its channels: requests waiting on kept-alive
+        channels then go to the original pods instead of hanging on a frozen laptop."""
+        try:
+            r, w = await asyncio.wait_for(
+                self.links.open_reverse(session, service, port, ("", 0)), self.open_timeout * 2
+            )
+        except Exception:
+            return False
+        fresh = Upstream(session, r, w, fresh=False)
+        if not self.park(service, port, fresh):
+            fresh.close()
+        return True
+
+    def prune_idle(self, now: float) -> None:
+        """Close idle channels older than IDLE_TTL at loop time ``now``."""
+        for key, stack in list(self._idle.items()):
+            keep = [(since, up) for since, up in stack if now - since < IDLE_TTL]
+            for since, up in stack:
+                if now - since >= IDLE_TTL:
+                    up.close()
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
 
     # -------------------------------------------------------------------- connections
 
@@ -289,13 +362,17 @@ class HttpRouting:
             self._reply_error(exc.error_status_hint, "bad request")
         finally:
             for up in self.pool.values():
-                up.close()
+                if not self.router.park(self.service, self.port, up):
+                    up.close()
 
-    async def _next_down(self) -> object:
-        """The next h11 event from the client; None when reading failed."""
+    async def _next_down(self, before_wait: Callable[[], None] | None = None) -> object:
+        """The next h11 event from the client; None when reading failed. ``before_wait`` runs
+        when the client has to be waited for (to send what is pending first)."""
         while True:
             event = self.down.next_event()
             if event is h11.NEED_DATA:
+                if before_wait is not None:
+                    before_wait()
                 try:
                     data = await self.reader.read(CHUNK)
                 except OSError:
@@ -310,6 +387,8 @@ class HttpRouting:
             up.close()  # the far side closed its keep-alive connection meanwhile
             del self.pool[target]
             up = None
+        if up is None and target is not None:
+            up = self.router.take_idle(self.service, self.port, target)
         if up is None:
             up = await self.router._connect(self.service, self.port, target, self.peer)
             old = self.pool.pop(up.target, None)
@@ -334,23 +413,27 @@ class HttpRouting:
         body_size = 0
         complete = False
         up = await self._upstream(target)
+        # The head goes out with the body's first bytes (or its end): one packet, not two.
+        pending: list[bytes] = []
+        send_pending = functools.partial(_write_all, up.writer, pending)
         try:
-            up.writer.write(up.conn.send(head))
+            pending.append(up.conn.send(head))
             while not complete:
-                event = await self._next_down()
+                event = await self._next_down(send_pending)
                 if isinstance(event, h11.Data):
                     data = bytes(event.data)
                     body_size += len(data)
                     if body_size <= REPLAY_LIMIT:
                         body.append(data)
-                    for piece in up.conn.send_with_data_passthrough(h11.Data(data=data)) or ():
-                        up.writer.write(piece)
+                    pending.extend(up.conn.send_with_data_passthrough(h11.Data(data=data)) or ())
+                    send_pending()
                     await up.writer.drain()
                 elif isinstance(event, h11.EndOfMessage):
-                    up.writer.write(up.conn.send(event))
+                    pending.append(up.conn.send(event))
                     complete = True
                 else:
                     return False  # the client went away mid-request
+            send_pending()
             await up.writer.drain()
             answered = await self._answer(up)
         except h11.RemoteProtocolError:
@@ -383,6 +466,7 @@ class HttpRouting:
                 self._reply_error(502, "upstream failed")
                 return False
         self.router.served[self.service, up.target or "origin"] += 1
+        up.fresh = False
         if up.conn.our_state is h11.DONE and up.conn.their_state is h11.DONE:
             up.conn.start_next_cycle()
         else:
@@ -394,11 +478,19 @@ class HttpRouting:
         """Relay the upstream's response. None: it failed before sending anything (retryable);
         otherwise whether the downstream connection may continue."""
         started = False
+        # What one read of the upstream yields (head, body, end) goes to the client in one write.
+        out: list[bytes] = []
         while True:
             event = up.conn.next_event()
             if event is h11.NEED_DATA:
+                if out:
+                    _write_all(self.writer, out)
+                    await self.writer.drain()
                 try:
-                    data = await up.reader.read(CHUNK)
+                    if started or up.fresh or up.target is None:
+                        data = await up.reader.read(CHUNK)
+                    else:
+                        data = await self._first_answer(up)
                 except Exception:
                     if not started:
                         return None
@@ -410,26 +502,41 @@ class HttpRouting:
             if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 if not started:
                     return None
+                _write_all(self.writer, out)
                 return False
             if isinstance(event, h11.InformationalResponse | h11.Response):
                 started = True
-                out = type(event)(
+                head = type(event)(
                     status_code=event.status_code,
                     headers=list(event.headers.raw_items()),
                     reason=event.reason,
                 )
-                self.writer.write(self.down.send(out))
+                out.append(self.down.send(head))
                 if event.status_code == 101:
+                    _write_all(self.writer, out)
                     await self._switch_protocols(up)
                     return False
             elif isinstance(event, h11.Data):
-                # Passed through as is: no copy of the body on its way.
-                self.writer.writelines(self.down.send_with_data_passthrough(event) or ())
-                await self.writer.drain()
+                out.extend(self.down.send_with_data_passthrough(event) or ())
             elif isinstance(event, h11.EndOfMessage):
-                self.writer.write(self.down.send(event))
+                out.append(self.down.send(event))
+                _write_all(self.writer, out)
                 await self.writer.drain()
                 return True
+
+    async def _first_answer(self, up: Upstream) -> bytes:
+        """The first bytes of an answer on a kept-alive channel to a session. A slow answer
+        is fine, a frozen session is not: when the answer takes a while, the session has to
+        confirm a new channel (kept for later) or is dropped, which ends this one with b""."""
+        assert up.target is not None
+        reading = asyncio.ensure_future(up.reader.read(CHUNK))
+        try:
+            done, _ = await asyncio.wait({reading}, timeout=self.router.open_timeout / 10)
+            if not done:
+                await self.router.session_answers(self.service, self.port, up.target)
+            return await reading
+        finally:
+            reading.cancel()
 
     async def _switch_protocols(self, up: Upstream) -> None:
         """After a 101 (WebSocket and friends) both sides speak something else: splice."""

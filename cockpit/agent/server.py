@@ -308,6 +308,7 @@ class Agent:
                 log.exception("housekeeping failed")
 
     async def _tick(self, now: float) -> None:
+        self.router.prune_idle(asyncio.get_running_loop().time())
         expired, due = self.leases.expire(now, self.settings.grace)
         if expired:
             log.info("sessions %s gone for the grace period", ", ".join(expired))

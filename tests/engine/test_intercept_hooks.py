@@ -13,7 +13,9 @@ from cockpit.core.commands import ToggleIntercept
 from cockpit.core.config import parse_config
 from cockpit.core.events import Alert
 from cockpit.engine.session import Engine
-from tests.engine.test_session import Recorder
+from tests.engine.fake_process import FakeFactory
+from tests.engine.test_session import Recorder, make_config
+from tests.engine.test_session_teardown import FakeLink
 
 
 class SwitchIntercept:
@@ -111,3 +113,28 @@ async def test_a_failing_hook_raises_an_alert_and_the_session_goes_on(tmp_path: 
         assert (await engine.submit(ToggleIntercept(mode="global", on=False))).ok
     finally:
         await engine.stop()
+
+
+async def test_outbound_takes_the_intercepts_tunnel_until_the_session_ends() -> None:
+    order: list[str] = []
+    link = FakeLink(order)
+    intercept = SwitchIntercept()
+
+    async def connect(engine: Engine) -> FakeLink:
+        return link
+
+    engine = Engine(
+        make_config(),
+        "api",
+        process_factory=FakeFactory(),
+        base_env={},
+        intercept=lambda session, publish: intercept,  # type: ignore[arg-type,return-value]
+        intercept_mode="global",
+        cluster=connect,  # type: ignore[arg-type]
+    )
+    await engine.start()
+    [source] = link.tunnels
+    intercept.link = "the SSH connection"  # type: ignore[assignment]
+    assert source() == "the SSH connection"
+    await engine.stop()
+    assert link.tunnels[1:] == [None]  # port-forwards only while the intercept goes away

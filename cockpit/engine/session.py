@@ -135,7 +135,7 @@ class Engine:
         self.context = context
         self.namespace = namespace or config.namespace or "default"
         self._clock = clock
-        self._ring = ring or LogRing()
+        self._ring = ring if ring is not None else LogRing()  # an empty ring is falsy
         self._pipeline = LogPipeline(self._ring, AlertRules())
         self._bus = EventBus(
             max_events=subscriber_max_events,

@@ -5,29 +5,16 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
-from tests.engine.test_reloader import SERVER, free_port, get
+from tests.engine.test_reloader import get, server_app
 from tests.test_cli import Headless, alive
 
 
 def test_an_edit_reloads_and_the_stream_says_so(tmp_path: Path) -> None:
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "server.py").write_text(SERVER)
-    (app / "message.py").write_text('MESSAGE = "one"\n')
-    port = free_port()
-    (tmp_path / "cockpit.yaml").write_text(
-        "services:\n"
-        "  api:\n"
-        f"    command: [{sys.executable!r}, server.py]\n"
-        "    cwd: app\n"
-        f"    port: {port}\n"
-        f"    env: {{PORT: '{port}'}}\n"
-        "    watch: {ignore: ['*.log']}\n"
-    )
+    app, port, yaml = server_app(tmp_path, "    watch: {ignore: ['*.log']}\n")
+    (tmp_path / "cockpit.yaml").write_text(yaml)
     env = {**os.environ, "KUBECONFIG": str(tmp_path / "no-kubeconfig")}
     run = Headless(["up", "api", "--headless"], tmp_path, env)
     try:

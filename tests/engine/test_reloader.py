@@ -60,6 +60,26 @@ def get(port: int) -> str | None:
         return None
 
 
+def server_app(root: Path, watch: str = "") -> tuple[Path, int, str]:
+    """The tiny server in ``root/app`` answering "one"; (app dir, port, cockpit.yaml text with
+    service api, ``watch`` lines appended)."""
+    app = root / "app"
+    app.mkdir()
+    (app / "server.py").write_text(SERVER)
+    (app / "message.py").write_text('MESSAGE = "one"\n')
+    port = free_port()
+    yaml = (
+        "services:\n"
+        "  api:\n"
+        f"    command: [{sys.executable!r}, server.py]\n"
+        "    cwd: app\n"
+        f"    port: {port}\n"
+        f"    env: {{PORT: '{port}'}}\n"
+        "    stop_timeout: 5\n" + watch
+    )
+    return app, port, yaml
+
+
 class Session:
     """An engine running the tiny server from ``tmp_path/app`` with hot reload on."""
 
@@ -93,22 +113,8 @@ class Session:
 
 @pytest.fixture
 async def session(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Session]:
-    watch = getattr(request, "param", "")
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "server.py").write_text(SERVER)
-    (app / "message.py").write_text('MESSAGE = "one"\n')
-    port = free_port()
-    config = parse_config(
-        "services:\n"
-        "  api:\n"
-        f"    command: [{sys.executable!r}, server.py]\n"
-        "    cwd: app\n"
-        f"    port: {port}\n"
-        f"    env: {{PORT: '{port}'}}\n"
-        "    stop_timeout: 5\n" + watch,
-        str(tmp_path / "cockpit.yaml"),
-    )
+    app, port, yaml = server_app(tmp_path, getattr(request, "param", ""))
+    config = parse_config(yaml, str(tmp_path / "cockpit.yaml"))
     engine = Engine(
         config, "api", process_factory=process_factory, base_env={"PATH": "/usr/bin:/bin"},
         hot_reload=True,

@@ -13,9 +13,8 @@ from cockpit.core.commands import ToggleIntercept
 from cockpit.core.config import parse_config
 from cockpit.core.events import Alert
 from cockpit.engine.session import Engine
-from tests.engine.fake_process import FakeFactory
-from tests.engine.test_session import Recorder, make_config
-from tests.engine.test_session_teardown import FakeLink
+from tests.engine.test_session import Recorder
+from tests.engine.test_session_teardown import engine_with_link  # noqa: F401 (fixture)
 
 
 class SwitchIntercept:
@@ -115,22 +114,12 @@ async def test_a_failing_hook_raises_an_alert_and_the_session_goes_on(tmp_path: 
         await engine.stop()
 
 
-async def test_outbound_takes_the_intercepts_tunnel_until_the_session_ends() -> None:
-    order: list[str] = []
-    link = FakeLink(order)
+async def test_outbound_takes_the_intercepts_tunnel_until_the_session_ends(
+    engine_with_link: Any,  # noqa: F811 (the fixture imported above)
+) -> None:
     intercept = SwitchIntercept()
-
-    async def connect(engine: Engine) -> FakeLink:
-        return link
-
-    engine = Engine(
-        make_config(),
-        "api",
-        process_factory=FakeFactory(),
-        base_env={},
-        intercept=lambda session, publish: intercept,  # type: ignore[arg-type,return-value]
-        intercept_mode="global",
-        cluster=connect,  # type: ignore[arg-type]
+    engine, _, _, link = engine_with_link(
+        intercept=lambda session, publish: intercept, intercept_mode="global"
     )
     await engine.start()
     [source] = link.tunnels

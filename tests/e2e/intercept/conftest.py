@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,15 +19,14 @@ import pytest
 from kubernetes import client
 
 from cockpit.adapters.agent import AgentCluster, ApiJson
-from cockpit.adapters.portforward import ApiServer, KubePortForwarder, PortForwardListener
-from cockpit.adapters.servicecatalog import KubeServiceCatalog
+from cockpit.adapters.portforward import ApiServer, PortForwardListener
 from cockpit.core.agent_spec import AgentSettings
-from cockpit.core.events import Event, ForwardChanged
+from cockpit.core.events import ForwardChanged
 from cockpit.core.intercept import AGENT_NAME, AGENT_POD_LABELS, MANAGED_BY_LABEL
-from cockpit.engine.forwards import ServiceForwards
 from cockpit.engine.intercept import InterceptSession, kube_intercept
+from tests.adapters.test_portforward_forwards import Forwards
 from tests.agent.conftest import App, start_app
-from tests.conftest import Cluster
+from tests.conftest import REPO, Cluster
 
 HERE = Path(__file__).resolve().parent
 PROBER_IMAGE = "docker.io/cockpit/python:dev"
@@ -192,20 +192,12 @@ async def sessions(cluster: Cluster, shop: str) -> AsyncIterator[Sessions]:
         await session.stop()
 
 
-class Outbound:
+class Outbound(Forwards):
     """The forwards of a session's outbound calls (as ``cockpit up`` runs them): a 127.0.0.x
     listener per service, through ``session``'s tunnel while it is up, else port-forwards."""
 
     def __init__(self, cluster: Cluster, namespace: str) -> None:
-        api_client = cluster.api()
-        self.events: list[Event] = []
-        self.forwards = ServiceForwards(
-            KubePortForwarder(ApiServer.from_configuration(api_client.configuration)),
-            KubeServiceCatalog(api_client),
-            namespace,
-            self.events.append,
-            report_every=0.1,
-        )
+        super().__init__(cluster, namespace, report_every=0.1)
 
     async def start(self, *services: str, session: InterceptSession | None = None) -> None:
         await self.forwards.start(list(services))
@@ -218,7 +210,7 @@ class Outbound:
         return f"http://{fwd.local}"
 
     def last(self, name: str) -> ForwardChanged:
-        return [e for e in self.events if isinstance(e, ForwardChanged) and e.name == name][-1]
+        return self.changes(name)[-1]
 
 
 @pytest.fixture
@@ -360,3 +352,25 @@ class SessionProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+async def up_headless(
+    cluster: Cluster, namespace: str, workdir: Path, *, api_hooks: str = ""
+) -> subprocess.Popen[str]:
+    """``cockpit up api --headless --intercept global`` in ``workdir``, on the shop demo's
+    cockpit.yaml pointed at ``namespace`` (``api_hooks``: YAML lines added under api's
+    ``hooks:``), with fast agent clocks; JSON lines on its stdout, commands on its stdin."""
+    shutil.copy(REPO / "examples/shop/app.py", workdir / "app.py")
+    config = (REPO / "examples/shop/cockpit.yaml").read_text()
+    config = config.replace("namespace: shop", f"namespace: {namespace}", 1)
+    config = config.replace("command: python app.py", f"command: {sys.executable} app.py")
+    config = config.replace("    hooks:\n", "    hooks:\n" + api_hooks, 1)
+    (workdir / "cockpit.yaml").write_text(config)
+    env = {**os.environ, **FAST.env(), "KUBECONFIG": str(cluster.kubeconfig)}
+    cockpit = str(Path(sys.executable).parent / "cockpit")
+    return await asyncio.to_thread(
+        subprocess.Popen,
+        [cockpit, "up", "api", "--headless", "--intercept", "global"],
+        cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip

@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, Cluster
-from tests.e2e.intercept.conftest import FAST, Prober, service_specs, until_restored
+from tests.conftest import Cluster
+from tests.e2e.intercept.conftest import Prober, service_specs, until_restored, up_headless
 
 pytestmark = pytest.mark.cluster
 
@@ -45,19 +42,7 @@ async def test_headless_up_with_intercept_then_commands_on_stdin(
     cluster: Cluster, shop: str, prober: Prober, tmp_path: Path
 ) -> None:
     before = service_specs(cluster, shop)
-    shutil.copy(REPO / "examples/shop/app.py", tmp_path / "app.py")
-    config = (REPO / "examples/shop/cockpit.yaml").read_text()
-    config = config.replace("namespace: shop", f"namespace: {shop}", 1)
-    config = config.replace("command: python app.py", f"command: {sys.executable} app.py")
-    (tmp_path / "cockpit.yaml").write_text(config)
-    env = {**os.environ, **FAST.env(), "KUBECONFIG": str(cluster.kubeconfig)}
-    cockpit = str(Path(sys.executable).parent / "cockpit")
-    proc = await asyncio.to_thread(
-        subprocess.Popen,
-        [cockpit, "up", "api", "--headless", "--intercept", "global"],
-        cwd=tmp_path, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+    proc = await up_headless(cluster, shop, tmp_path)
     try:
         info = await asyncio.to_thread(
             _read_until, proc, lambda e: e.get("type") == "SessionInfo", 30

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, Cluster
-from tests.e2e.intercept.conftest import FAST, Prober
+from tests.conftest import Cluster
+from tests.e2e.intercept.conftest import Prober, up_headless
 
 pytestmark = pytest.mark.cluster
 
@@ -67,26 +64,11 @@ async def test_up_routes_outbound_through_the_tunnel_and_runs_the_intercept_hook
     cluster: Cluster, shop: str, prober: Prober, tmp_path: Path
 ) -> None:
     hook_log = tmp_path / "hooks.log"
-    shutil.copy(REPO / "examples/shop/app.py", tmp_path / "app.py")
-    config = (REPO / "examples/shop/cockpit.yaml").read_text()
-    config = config.replace("namespace: shop", f"namespace: {shop}", 1)
-    config = config.replace("command: python app.py", f"command: {sys.executable} app.py")
-    config = config.replace(
-        "    hooks:\n",
-        "    hooks:\n"
+    hooks = (
         f"      on_intercept_on: ['echo on $COCKPIT_SESSION >> {hook_log}']\n"
-        f"      on_intercept_off: ['echo off >> {hook_log}']\n",
-        1,
+        f"      on_intercept_off: ['echo off >> {hook_log}']\n"
     )
-    (tmp_path / "cockpit.yaml").write_text(config)
-    env = {**os.environ, **FAST.env(), "KUBECONFIG": str(cluster.kubeconfig)}
-    cockpit = str(Path(sys.executable).parent / "cockpit")
-    proc = await asyncio.to_thread(
-        subprocess.Popen,
-        [cockpit, "up", "api", "--headless", "--intercept", "global"],
-        cwd=tmp_path, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+    proc = await up_headless(cluster, shop, tmp_path, api_hooks=hooks)
     events = Events(proc)
     try:
         info = await events.wait(lambda e: e.get("type") == "SessionInfo")

@@ -106,7 +106,8 @@ class FileWatcher:
         self._last_arrival = 0.0
         self._arrived = asyncio.Event()
         self._stop = asyncio.Event()
-        self._pump: asyncio.Task[None] | None = None
+        self._pumps: list[asyncio.Task[None]] = []
+        self._files: frozenset[str] = frozenset()  # paths given as files, watched via their dir
         self._error: BaseException | None = None
         self._on_change = on_change
 
@@ -123,33 +124,58 @@ class FileWatcher:
     async def start(self) -> None:
         """Watch from now on: a change made after this returns is in a batch. Raises
         SyncError (one line) when a path does not exist or cannot be watched."""
-        if self._pump is not None:
+        if self._pumps:
             return
         missing = [path for path in self.paths if not os.path.exists(path)]  # noqa: ASYNC240
         if missing:
             raise SyncError(f"cannot watch {missing[0]}: no such file or directory")
-        changes = watchfiles.awatch(
-            *self.paths,
-            watch_filter=self._counts,
+        files = [path for path in self.paths if os.path.isfile(path)]  # noqa: ASYNC240
+        directories = [path for path in self.paths if path not in files]
+        self._files = frozenset(files)
+        watches = []
+        if directories:
+            watches.append(self._awatch(directories, self._counts, recursive=True))
+        if files:
+            # An editor that saves by renaming a new file over the old one leaves a watch on
+            # the file itself following the old inode: watch its directory (not recursively)
+            # and count the file's own changes only.
+            parents = sorted({os.path.dirname(path) for path in files})
+            watches.append(self._awatch(parents, self._counts_file, recursive=False))
+        self._pumps = [
+            asyncio.create_task(self._run(changes), name=f"watch {self.root}")
+            for changes in watches
+        ]
+        # awatch sets up its watches synchronously in its first step, before the first await:
+        # once the pump tasks have taken that step, every later change is caught.
+        await asyncio.sleep(0)
+        for pump in self._pumps:
+            if pump.done():
+                await pump  # it failed at once: raise that here
+        self._raise_if_failed()
+
+    def _awatch(
+        self,
+        paths: Sequence[str],
+        counts: Callable[[watchfiles.Change, str], bool],
+        *,
+        recursive: bool,
+    ) -> AsyncIterator[set[tuple[watchfiles.Change, str]]]:
+        return watchfiles.awatch(
+            *paths,
+            watch_filter=counts,
             step=max(1, round(min(_STEP, self.quiet) * 1000)),
             debounce=max(1, round(min(_SURFACE, self.quiet) * 1000)),
             stop_event=self._stop,
+            recursive=recursive,
             ignore_permission_denied=True,
         )
-        self._pump = asyncio.create_task(self._run(changes), name=f"watch {self.root}")
-        # awatch sets up its watches synchronously in its first step, before the first await:
-        # once the pump task has taken that step, every later change is caught.
-        await asyncio.sleep(0)
-        if self._pump.done():
-            await self._pump  # it failed at once: raise that here
-            self._raise_if_failed()
 
     async def next_batch(self) -> ChangeBatch | None:
         """The next batch of changes; None once stopped. Raises SyncError if watching failed."""
         loop = asyncio.get_running_loop()
         while True:
             self._raise_if_failed()
-            if self._stop.is_set() or self._pump is None:
+            if self._stop.is_set() or not self._pumps:
                 return None
             if self._pending:
                 now = loop.time()
@@ -161,7 +187,7 @@ class FileWatcher:
                 if now >= due:
                     break
                 timeout: float | None = due - now
-            elif self._pump.done():
+            elif all(pump.done() for pump in self._pumps):
                 return None
             else:
                 timeout = None
@@ -175,8 +201,8 @@ class FileWatcher:
         """Stop watching (within ``quiet`` seconds); a waiting ``next_batch`` returns None."""
         self._stop.set()
         self._arrived.set()
-        pump, self._pump = self._pump, None
-        if pump is not None:
+        pumps, self._pumps = self._pumps, []
+        for pump in pumps:
             with contextlib.suppress(asyncio.CancelledError, SyncError):
                 await pump
 
@@ -201,6 +227,9 @@ class FileWatcher:
 
     def _counts(self, change: watchfiles.Change, path: str) -> bool:
         return self.rules.matches(self.relative(path))
+
+    def _counts_file(self, change: watchfiles.Change, path: str) -> bool:
+        return path in self._files and self._counts(change, path)
 
     async def _run(self, changes: AsyncIterator[set[tuple[watchfiles.Change, str]]]) -> None:
         try:

@@ -102,6 +102,21 @@ async def test_an_editor_save_by_rename_is_a_modification(tmp_path: Path) -> Non
     assert "app.py.tmp-save" not in kinds or kinds["app.py.tmp-save"] is ChangeKind.DELETED
 
 
+async def test_a_single_file_saved_by_rename_again_and_again(tmp_path: Path) -> None:
+    target = tmp_path / "app.py"
+    target.write_text("0")
+    (tmp_path / "other.py").write_text("x")
+    async with FileWatcher(tmp_path, ["app.py"]) as watcher:
+        for i in range(1, 4):  # a watch on the file itself would lose it after the first
+            (tmp_path / "other.py").write_text(str(i))  # not watched: never in a batch
+            tmp = tmp_path / f"app.py.save{i}"
+            tmp.write_text(str(i))
+            os.replace(tmp, target)
+            batch = await next_batch(watcher)
+            assert batch.paths() == ["app.py"]
+            assert batch.changes[0].kind in (ChangeKind.ADDED, ChangeKind.MODIFIED)
+
+
 async def test_a_missing_path_is_one_clear_error(tmp_path: Path) -> None:
     watcher = FileWatcher(tmp_path, ["src"])
     with pytest.raises(SyncError, match=r"cannot watch .*/src: no such file or directory"):

@@ -140,6 +140,9 @@ class LocalReloader:
                 await self._reload(batch)
         except CockpitError as exc:  # watching itself broke (e.g. the inotify limit)
             self._fail(exc.one_line(), exc.one_line(), files=0, took=None)
+        except Exception as exc:  # a bug must not end hot reload without a word
+            reason = f"hot reload stopped: {type(exc).__name__}: {exc}"
+            self._fail(reason, reason, files=0, took=None)
 
     def _changes_arrived(self, pending: int) -> None:
         """New changes merged in the watcher, not yet a batch (the debounce is running)."""

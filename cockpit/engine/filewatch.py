@@ -77,7 +77,8 @@ class ChangeBatch:
 
 
 class FileWatcher:
-    """Watches ``paths`` (files or directories, relative to ``root`` or absolute) recursively.
+    """Watches ``paths`` (relative to ``root`` or absolute): directories recursively, files
+    through their directory (so a save by rename is seen every time).
 
     Paths in batches are relative to ``root`` ('/'-separated); ``rules`` decide which count
     (default: the built-in ignores). ``quiet`` seconds without a new change end a batch;

@@ -25,9 +25,6 @@ START_SETTLE_SECONDS = 1.0
 Failure = tuple[str, str, bool]
 """Why a reload failed: (one-line reason, detail with the last output lines, raise an alert)."""
 
-WatcherFactory = Callable[[str, Sequence[str], WatchRules, float], FileWatcher]
-"""(root, paths, rules, quiet seconds) -> a FileWatcher; tests may pass their own."""
-
 
 def reload_name(service: str) -> str:
     """The sync pane's row of a service's hot reload."""
@@ -80,7 +77,6 @@ class LocalReloader:
         *,
         cwd: str,
         bus: SessionBus,
-        watcher: WatcherFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = reload_name(supervisor.name)
@@ -89,8 +85,13 @@ class LocalReloader:
         self._bus = bus
         self._clock = clock
         self._paths = tuple(settings.paths)
-        factory = watcher or self._file_watcher
-        self._watcher = factory(cwd, self._paths, WatchRules.of(settings.ignore), settings.debounce)
+        self._watcher = FileWatcher(
+            cwd,
+            self._paths,
+            rules=WatchRules.of(settings.ignore),
+            quiet=settings.debounce,
+            on_change=self._changes_arrived,
+        )
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one reload at a time
         self._busy = False
@@ -98,12 +99,6 @@ class LocalReloader:
         self._halt: asyncio.Task[None] | None = None
         self._revive: asyncio.Task[None] | None = None
         self._last: SyncChanged = SyncChanged(self.name, "watching", paths=self._paths)
-        self.reloads = 0
-
-    def _file_watcher(
-        self, root: str, paths: Sequence[str], rules: WatchRules, quiet: float
-    ) -> FileWatcher:
-        return FileWatcher(root, paths, rules=rules, quiet=quiet, on_change=self._changes_arrived)
 
     @property
     def last(self) -> SyncChanged:
@@ -192,7 +187,6 @@ class LocalReloader:
         except CockpitError as exc:  # e.g. a before_start hook failed, the port is taken
             failure = (exc.one_line(), exc.one_line(), True)
         took = self._clock() - started
-        self.reloads += 1
         if failure is not None:
             reason, detail, alert = failure
             self._fail(reason, detail, files=files, took=took, changes=batch.changes, alert=alert)

@@ -39,7 +39,7 @@ MAX_FRAME = 256 * 1024
 # default of 64 KiB stalls a fast pipe on every few frames).
 WRITE_HIGH_WATER = 512 * 1024
 _HANDSHAKE_LIMIT = 64 * 1024
-_READ_SIZE = 256 * 1024  # what asyncio's TLS layer decrypts per read at most
+_READ_SIZE = 1024 * 1024  # what the TLS layer decrypts per read at most
 # The v4 protocol cannot tell the pod "no more data" without closing the whole stream, so
 # after the local side half-closes, the answer may keep flowing until the pod has been quiet
 # this long (containerd gives a half-closed SPDY stream one second, too).

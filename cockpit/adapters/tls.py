@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-_READ_SIZE = 256 * 1024  # bytes read from the socket at once
+_READ_SIZE = 1024 * 1024  # bytes read from the socket at once
 _HIGH_WATER = 64 * 1024
 _P = TypeVar("_P", bound=asyncio.BufferedProtocol)
 

@@ -72,6 +72,7 @@ TICK = 0.05  # seconds between redraws: log lines reach the screen at most this 
 BUSY_LINES = 200  # lines waiting at a tick that make the stream "busy"
 BUSY_TICK = 0.1  # seconds between log repaints while busy
 CLEANUP_KEY = "cleanup"  # Notice key of the engine's teardown progress
+RESTART_KEY_PREFIX = "restart:"  # Notice keys of a cluster service's restart progress
 
 ShellCommand = Callable[[str], Sequence[str] | None]
 """Given a service name, the argv of an interactive shell for it (None: no shell for it)."""
@@ -342,7 +343,10 @@ class CockpitApp(App[int]):
         for notice in self.view.take_notices():
             if notice.key == CLEANUP_KEY:
                 continue
-            if notice.level >= Level.WARNING:
+            if notice.key.startswith(RESTART_KEY_PREFIX) and notice.level < Level.WARNING:
+                # a remote restart's progress: short-lived, each superseded by the next
+                self.notify(notice.text, timeout=2)
+            elif notice.level >= Level.WARNING:
                 self.notify(
                     notice.text, severity="error" if notice.level >= Level.ERROR else "warning"
                 )

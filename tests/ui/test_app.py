@@ -593,3 +593,13 @@ async def test_an_internal_error_is_one_line_and_a_crash_report(
     ]
     report = (tmp_path / "cockpit" / "ui-crash.log").read_text()
     assert "Traceback (most recent call last)" in report and "second line" in report
+
+
+async def test_a_remote_restarts_progress_shows_as_short_toasts(engine: FakeEngine) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        engine.emit(Notice("restart:store", "restarting store: 1 of 2 new pods available"))
+        engine.emit(Notice("cluster", "connecting to namespace shop"))  # not a toast
+        await settle(pilot)
+        assert notices(app) == ["restarting store: 1 of 2 new pods available"]

@@ -12,18 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Cluster
+from tests.conftest import Cluster
+from tests.e2e.forward.test_forward_toggle import free_port, shop_config
 from tests.ui.test_tmux import Terminal, terminal  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.tmux, pytest.mark.cluster]
 
 COCKPIT = Path(sys.executable).parent / "cockpit"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def forward_line(screen: str, name: str) -> str:
@@ -48,14 +43,7 @@ def test_f_toggles_a_forward_and_q_shows_the_cleanup_steps(
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    (tmp_path / "cockpit.yaml").write_text(
-        f"namespace: {shared_shop}\n"
-        "services:\n"
-        "  api:\n"
-        f"    command: [{sys.executable!r}, {str(REPO / 'examples/shop/app.py')!r}]\n"
-        f"    port: {port}\n"
-        f"    env: {{SERVICE: api, PORT: '{port}', BIND: 127.0.0.1}}\n"
-    )
+    (tmp_path / "cockpit.yaml").write_text(shop_config(shared_shop, port))
     env = {
         "KUBECONFIG": str(cluster.kubeconfig),
         "TERM": "tmux-256color",

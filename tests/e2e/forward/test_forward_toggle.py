@@ -23,6 +23,7 @@ from cockpit.core.commands import ToggleForward
 from cockpit.core.config import parse_config
 from cockpit.core.events import Event, ForwardChanged, ProcessChanged, ProcessStatus
 from cockpit.engine.session import Engine
+from tests.adapters.test_portforward_forwards import get
 from tests.conftest import REPO, Cluster
 
 pytestmark = pytest.mark.cluster
@@ -45,19 +46,6 @@ def shop_config(namespace: str, port: int) -> str:
         f"    port: {port}\n"
         f"    env: {{SERVICE: api, PORT: '{port}', BIND: 127.0.0.1}}\n"
     )
-
-
-async def http_get(host: str, port: int, path: str = "/") -> dict[str, Any]:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = await asyncio.wait_for(reader.read(), 20)
-    finally:
-        writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), head[:120]
-    answer: dict[str, Any] = json.loads(body)
-    return answer
 
 
 async def refused(host: str, port: int) -> bool:
@@ -121,7 +109,7 @@ async def test_toggle_forward_stops_and_restarts_the_listener_at_the_same_addres
         host, fwd_port = listening.local.rsplit(":", 1)
         env_before = environ_of(pid)
         assert f"STORE_URL=http://{listening.local}".encode() in env_before
-        chain = (await http_get("127.0.0.1", port))["chain"]
+        chain = (await get("127.0.0.1", port))["chain"]
         assert [hop["service"] for hop in chain] == ["api", "store"]
 
         off = await engine.submit(ToggleForward(service="store"))
@@ -137,8 +125,8 @@ async def test_toggle_forward_stops_and_restarts_the_listener_at_the_same_addres
         assert on.message == f"store: port-forward listening again on {listening.local}"
         again = await until(lambda e: store("listening")(e) and seen.index(e) > seen.index(stopped))
         assert again.local == listening.local
-        assert (await http_get(host, int(fwd_port)))["service"] == "store"
-        chain = (await http_get("127.0.0.1", port))["chain"]
+        assert (await get(host, int(fwd_port)))["service"] == "store"
+        chain = (await get("127.0.0.1", port))["chain"]
         assert [hop["service"] for hop in chain] == ["api", "store"]
 
         # the local process was never restarted and its environment is what it was

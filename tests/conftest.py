@@ -127,6 +127,26 @@ def deploy_shop(cluster: Cluster, namespace: str, timeout: float = 90.0) -> None
     raise AssertionError(f"shop not available in {namespace} after {timeout:.0f} s")
 
 
+def write_shop_config(directory: Path, namespace: str, **env: str) -> int:
+    """A cockpit.yaml in ``directory`` that runs the shop's api here (on a free loopback
+    port, returned) against the shop in ``namespace``; ``env`` adds to the api's env."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    variables = {"SERVICE": "api", "PORT": str(port), "BIND": "127.0.0.1", **env}
+    (directory / "cockpit.yaml").write_text(
+        f"namespace: {namespace}\n"
+        "services:\n"
+        "  api:\n"
+        f"    command: [{sys.executable!r}, {str(REPO / 'examples/shop/app.py')!r}]\n"
+        f"    port: {port}\n"
+        f"    env: {{{', '.join(f'{k}: {v!r}' for k, v in variables.items())}}}\n"
+    )
+    return port
+
+
 @pytest.fixture
 def shop(cluster: Cluster, namespace: str) -> str:
     """The shop demo (web -> api -> store) deployed and available in a fresh namespace."""

@@ -9,7 +9,6 @@ import json
 import os
 import queue
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +20,8 @@ from kubernetes import client
 
 from cockpit.adapters.kube import RESTARTED_AT
 from cockpit.core.rbac import NEEDED, Permission
-from tests.conftest import REPO, Cluster
-from tests.e2e.cluster.cluster_env import COCKPIT, free_port, pod_names
+from tests.conftest import Cluster, write_shop_config
+from tests.e2e.cluster.cluster_env import COCKPIT, pod_names
 from tests.e2e.cluster.test_cluster_doctor import grant, user_kubeconfig, wait_allowed
 
 pytestmark = pytest.mark.cluster
@@ -35,14 +34,10 @@ class Headless:
         self, namespace: str, kubeconfig: Path, cwd: Path, services: str | None = None
     ) -> None:
         """``services``: the cockpit.yaml ``services:`` body (default: api, the shop's app)."""
-        port = free_port()
-        services = services or (
-            "  api:\n"
-            f"    command: [{sys.executable!r}, {str(REPO / 'examples/shop/app.py')!r}]\n"
-            f"    port: {port}\n"
-            f"    env: {{SERVICE: api, PORT: '{port}', BIND: 127.0.0.1}}\n"
-        )
-        (cwd / "cockpit.yaml").write_text(f"namespace: {namespace}\nservices:\n{services}")
+        if services is None:
+            write_shop_config(cwd, namespace)
+        else:
+            (cwd / "cockpit.yaml").write_text(f"namespace: {namespace}\nservices:\n{services}")
         self.proc = subprocess.Popen(
             [*COCKPIT, "up", "api", "--headless"],
             cwd=cwd,

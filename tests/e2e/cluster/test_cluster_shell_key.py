@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Cluster
-from tests.e2e.cluster.cluster_env import free_port, pod_names
+from tests.conftest import Cluster, write_shop_config
+from tests.e2e.cluster.cluster_env import pod_names
 from tests.ui.test_tmux import Terminal
 
 pytestmark = [
@@ -33,15 +33,7 @@ def terminal() -> Iterator[Terminal]:
 def test_shell_key_opens_a_pod_shell_and_gives_the_screen_back(
     cluster: Cluster, shop: str, terminal: Terminal, tmp_path: Path
 ) -> None:
-    port = free_port()
-    (tmp_path / "cockpit.yaml").write_text(
-        f"namespace: {shop}\n"
-        "services:\n"
-        "  api:\n"
-        f"    command: [{sys.executable!r}, {str(REPO / 'examples/shop/app.py')!r}]\n"
-        f"    port: {port}\n"
-        f"    env: {{SERVICE: api, PORT: '{port}', BIND: 127.0.0.1}}\n"
-    )
+    write_shop_config(tmp_path, shop)
     env = {
         "KUBECONFIG": str(cluster.kubeconfig),
         "TERM": "tmux-256color",

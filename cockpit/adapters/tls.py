@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-_READ_SIZE = 1024 * 1024  # bytes read from the socket at once
+_READ_SIZE = 256 * 1024  # bytes read from the socket at once, by default
 _HIGH_WATER = 64 * 1024
 _P = TypeVar("_P", bound=asyncio.BufferedProtocol)
 
@@ -33,6 +33,8 @@ class TlsTransport(asyncio.Transport):
         sslobj: ssl.SSLObject | None,
         incoming: ssl.MemoryBIO | None,
         outgoing: ssl.MemoryBIO | None,
+        *,
+        read_size: int = _READ_SIZE,
     ) -> None:
         super().__init__({"socket": sock, "peername": _peername(sock), "ssl_object": sslobj})
         self._loop = loop
@@ -42,7 +44,7 @@ class TlsTransport(asyncio.Transport):
         self._ssl = sslobj
         self._incoming = incoming
         self._outgoing = outgoing
-        self._raw = bytearray(_READ_SIZE)
+        self._raw = bytearray(read_size)
         self._raw_view = memoryview(self._raw)
         self._out: deque[bytes | memoryview] = deque()
         self._out_size = 0
@@ -103,6 +105,8 @@ class TlsTransport(asyncio.Transport):
             # not one per 16 KiB record.
             buf = memoryview(protocol.get_buffer(-1))
             size = len(buf)
+            if not size:
+                break  # a protocol with no room: nothing can be decrypted for it now
             filled = 0
             end = False
             while filled < size:
@@ -297,6 +301,7 @@ async def open_tls(
     *,
     ssl_context: ssl.SSLContext | None,
     server_hostname: str | None = None,
+    read_size: int = _READ_SIZE,
 ) -> tuple[TlsTransport, _P]:
     """Connect to ``host:port`` (TLS with ``ssl_context``, plain without) and start
     ``protocol_factory()`` on it; raises OSError / ssl.SSLError as the stdlib does."""
@@ -311,7 +316,9 @@ async def open_tls(
             )
             await _handshake(loop, sock, sslobj, incoming, outgoing)
         protocol = protocol_factory()
-        transport = TlsTransport(loop, sock, protocol, sslobj, incoming, outgoing)
+        transport = TlsTransport(
+            loop, sock, protocol, sslobj, incoming, outgoing, read_size=read_size
+        )
     except BaseException:
         sock.close()
         raise

@@ -46,7 +46,7 @@ class TlsTransport(asyncio.Transport):
         self._outgoing = outgoing
         self._raw = bytearray(read_size)
         self._raw_view = memoryview(self._raw)
-        self._out: deque[bytes | memoryview] = deque()
+        self._out: deque[bytes | memoryview] = deque()  # views of immutable bytes only
         self._out_size = 0
         self._high = _HIGH_WATER
         self._low = _HIGH_WATER // 4
@@ -184,38 +184,39 @@ class TlsTransport(asyncio.Transport):
 
     def _send(self, data: bytes | bytearray | memoryview) -> None:
         if not self._out:
-            try:
-                n = self._sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except OSError as exc:
-                self._fatal(exc)
-                return
-            if n == len(data):
+            n = self._try_send(data)
+            if n is None or n == len(data):
                 return
             data = memoryview(data)[n:]
             self._loop.add_writer(self._fd, self._on_writable)
-        self._out.append(bytes(data) if isinstance(data, bytearray) else data)
+        # Kept for later: a copy unless it is immutable (the caller may reuse its buffer).
+        self._out.append(data if type(data) is bytes else bytes(data))
         self._out_size += len(data)
         if not self._writing_paused and self._out_size > self._high:
             self._writing_paused = True
             with contextlib.suppress(Exception):
                 self._protocol.pause_writing()
 
+    def _try_send(self, data: bytes | bytearray | memoryview) -> int | None:
+        """Bytes the socket took now (0 when full); None after a fatal error."""
+        try:
+            return self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self._fatal(exc)
+            return None
+
     def _on_writable(self) -> None:
         out = self._out
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        try:
-            n = self._sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError as exc:
-            self._fatal(exc)
+        n = self._try_send(data)
+        if n is None:
             return
         self._out_size = len(data) - n
         if self._out_size:
-            out.append(memoryview(data)[n:])
+            out.append(memoryview(data)[n:])  # no copy of what is left
         else:
             self._loop.remove_writer(self._fd)
             if self._closing:

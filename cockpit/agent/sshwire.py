@@ -3,6 +3,7 @@ channel sizes, ciphers, and one per-packet saving asyncssh does not make by itse
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import asyncssh.connection
@@ -20,6 +21,22 @@ _EMPTY_STRING = b"\0\0\0\0"
 _AEAD = (GCMEncryption, ChachaEncryption)
 
 
+def _known_shape(send_packet: Any) -> bool:
+    """Whether asyncssh's send_packet is the one this saving was written against; any other
+    shape (a future asyncssh) keeps the stock behaviour rather than risk a broken wire."""
+    try:
+        params = inspect.signature(send_packet).parameters
+    except (TypeError, ValueError):
+        return False
+    kinds = [(name, p.kind) for name, p in params.items()]
+    return kinds == [
+        ("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("pkttype", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("args", inspect.Parameter.VAR_POSITIONAL),
+        ("handler", inspect.Parameter.KEYWORD_ONLY),
+    ]
+
+
 def skip_cbc_countermeasure() -> None:
     """Stop asyncssh from sending an empty SSH_MSG_IGNORE before every packet.
 
@@ -31,7 +48,7 @@ def skip_cbc_countermeasure() -> None:
     Idempotent."""
     cls: Any = asyncssh.connection.SSHConnection
     original = cls.send_packet
-    if getattr(original, "skips_cbc_countermeasure", False):
+    if getattr(original, "skips_cbc_countermeasure", False) or not _known_shape(original):
         return
 
     def send_packet(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -58,8 +58,11 @@ class ServiceCatalog(Protocol):
         """Every service of the namespace, by name."""
         ...
 
-    def backends(self, namespace: str, name: str) -> AsyncIterator[tuple[Backend, ...]]:
-        """The ready pods behind the service now, then again after every change."""
+    def backends(
+        self, namespace: str, names: Collection[str]
+    ) -> AsyncIterator[Mapping[str, tuple[Backend, ...]]]:
+        """The ready pods behind each of the services ``names`` now (every name), then those
+        of the ones that changed, after every change: one watch for them all."""
         ...
 
 
@@ -133,61 +136,69 @@ class KubeServiceCatalog:
             raise map_api_error(exc, f"services of namespace '{namespace}'") from exc
         return sorted((_service_spec(o) for o in result.items), key=lambda s: s.name)
 
-    async def backends(self, namespace: str, name: str) -> AsyncIterator[tuple[Backend, ...]]:
+    async def backends(
+        self, namespace: str, names: Collection[str]
+    ) -> AsyncIterator[Mapping[str, tuple[Backend, ...]]]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[Backend, ...] | CockpitError] = asyncio.Queue()
+        queue: asyncio.Queue[dict[str, tuple[Backend, ...]] | CockpitError] = asyncio.Queue()
         stop = threading.Event()
+        wanted = frozenset(names)
 
-        def deliver(item: tuple[Backend, ...] | CockpitError) -> None:
+        def deliver(item: dict[str, tuple[Backend, ...]] | CockpitError) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody listens
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
         thread = threading.Thread(
             target=self._follow,
-            args=(namespace, name, deliver, stop),
-            name=f"endpoints {namespace}/{name}",
+            args=(namespace, wanted, deliver, stop),
+            name=f"endpoints {namespace}",
             daemon=True,
         )
         thread.start()
-        last: tuple[Backend, ...] | None = None
+        last: dict[str, tuple[Backend, ...]] | None = None  # None: nothing said yet
         try:
             while True:
                 item = await queue.get()
                 if isinstance(item, CockpitError):
                     raise item
-                if item != last:
-                    last = item
+                if last is None:
+                    last = dict(item)
                     yield item
+                    continue
+                # A relist repeats every name: pass on only what changed.
+                changed = {name: b for name, b in item.items() if last.get(name) != b}
+                if changed:
+                    last.update(changed)
+                    yield changed
         finally:
             stop.set()
 
     def _follow(
         self,
         namespace: str,
-        name: str,
-        deliver: Callable[[tuple[Backend, ...] | CockpitError], None],
+        names: frozenset[str],
+        deliver: Callable[[dict[str, tuple[Backend, ...]] | CockpitError], None],
         stop: threading.Event,
     ) -> None:
-        """Thread body: list, then watch from that version; re-list when the watch expires."""
+        """Thread body: list the namespace's Endpoints, then watch from that version (one
+        request for every service: an idle session re-opens one watch, not one per service);
+        list again when the watch expires."""
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
 
         watch_cls: Any = watch.Watch  # untyped
-        selector = f"metadata.name={name}"
         delay = 0.5
         while not stop.is_set():
             try:
-                listed = self.core.list_namespaced_endpoints(
-                    namespace, field_selector=selector, _request_timeout=15
-                )
-                deliver(ready_backends(listed.items[0]) if listed.items else ())
+                listed = self.core.list_namespaced_endpoints(namespace, _request_timeout=15)
+                found = {o.metadata.name: ready_backends(o) for o in listed.items}
+                deliver({name: found.get(name, ()) for name in names})
                 version = listed.metadata.resource_version
                 while not stop.is_set():
                     w: Any = watch_cls()
                     for event in w.stream(
                         self.core.list_namespaced_endpoints,
                         namespace,
-                        field_selector=selector,
                         resource_version=version,
                         timeout_seconds=_WATCH_SECONDS,
                         _request_timeout=_WATCH_SECONDS + 10,
@@ -197,17 +208,19 @@ class KubeServiceCatalog:
                             break
                         obj = event["object"]
                         version = obj.metadata.resource_version
+                        if obj.metadata.name not in names:
+                            continue
                         gone = event["type"] == "DELETED"
-                        deliver(() if gone else ready_backends(obj))
+                        deliver({obj.metadata.name: () if gone else ready_backends(obj)})
                 delay = 0.5
             except ApiException as exc:
                 if exc.status in (401, 403):
-                    deliver(map_api_error(exc, f"endpoints of service '{name}'"))
+                    deliver(map_api_error(exc, f"endpoints of namespace '{namespace}'"))
                     return
                 # 410 Gone (the version expired) and the like: list again.
-                log.debug("endpoints watch %s/%s: %s", namespace, name, exc.reason)
+                log.debug("endpoints watch %s: %s", namespace, exc.reason)
             except Exception as exc:  # network trouble: retry with backoff
-                log.debug("endpoints watch %s/%s: %s", namespace, name, exc)
+                log.debug("endpoints watch %s: %s", namespace, exc)
                 stop.wait(delay)
                 delay = min(delay * 2, 10.0)
 

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -335,6 +335,7 @@ class ServiceForwards:
             specs = await self.catalog.list(self.namespace)
         else:
             specs = [await self.catalog.get(self.namespace, name) for name in services]
+        groups: dict[str, list[ServiceForward]] = {}
         try:
             for index, spec in enumerate(forwardable(specs, exclude)):
                 host = loopback_host(index)
@@ -349,7 +350,8 @@ class ServiceForwards:
                     self.forwards.append(fwd)
                     group.append(fwd)
                     fwd.report()
-                self._tasks.append(asyncio.create_task(self._follow(spec, group)))
+                groups[spec.name] = group
+            self._tasks.append(asyncio.create_task(self._follow(groups)))
             self._tasks.append(asyncio.create_task(self._report_loop()))
         except BaseException:
             await self.stop()
@@ -412,18 +414,24 @@ class ServiceForwards:
             await fwd.listen_again()
         return f"{service}: port-forward listening again on {addresses}"
 
-    async def _follow(self, spec: ServiceSpec, group: list[ServiceForward]) -> None:
+    async def _follow(self, groups: Mapping[str, list[ServiceForward]]) -> None:
+        """Keep each forward's pods current, from one watch of the namespace's Endpoints."""
+        if not groups:
+            return
         try:
-            async for backends in self.catalog.backends(self.namespace, spec.name):
-                for fwd in group:
-                    fwd.update(backends)
+            async for changes in self.catalog.backends(self.namespace, groups):
+                for name, backends in changes.items():
+                    for fwd in groups.get(name, ()):
+                        fwd.update(backends)
         except CockpitError as exc:
-            for fwd in group:
-                fwd.fail(exc.one_line())
+            for group in groups.values():
+                for fwd in group:
+                    fwd.fail(exc.one_line())
         except Exception as exc:  # a bug or a library surprise: say so, keep the session
-            log.exception("watching the pods behind %s failed", spec.name)
-            for fwd in group:
-                fwd.fail(f"watching the pods behind {spec.name} failed: {exc}")
+            log.exception("watching the pods behind the forwards failed")
+            for group in groups.values():
+                for fwd in group:
+                    fwd.fail(f"watching the pods behind the forwards failed: {exc}")
 
     async def _report_loop(self) -> None:
         while True:

@@ -218,6 +218,10 @@ class WatchSettings(_Settings):
     debounce: Seconds = 0.05
     """Seconds of quiet after a change before reloading (so a save of many files reloads once;
     a burst of 20 or more files waits at least 0.25 s)."""
+    immediate: bool = True
+    """Reload at a save's first change when nothing changed for ``debounce`` seconds before
+    (no debounce to sit through); changes that follow within ``debounce`` are one more
+    reload. Off: every batch waits ``debounce`` seconds of quiet first."""
     reload: CommandLine | None = None
     """A command to run on change instead of restarting the process (e.g. a build step, or
     ``kill -HUP $COCKPIT_PID``: the running process's pid is in ``COCKPIT_PID``)."""

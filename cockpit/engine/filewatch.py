@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -83,8 +84,11 @@ class FileWatcher:
     Paths in batches are relative to ``root`` ('/'-separated); ``rules`` decide which count
     (default: the built-in ignores). ``quiet`` seconds without a new change end a batch;
     ``max_wait`` caps how long a steady stream of changes is held back; from ``BURST_SIZE``
-    pending paths on, the quiet time is at least ``BURST_QUIET``. ``on_change`` is called
-    with the number of pending paths whenever new changes have been merged in.
+    pending paths on, the quiet time is at least ``BURST_QUIET``. With ``leading``, the first
+    changes after ``quiet`` seconds without any are handed out at once when they are few (a
+    save: no debounce to sit through), and what follows them within ``quiet`` is gathered as
+    usual. ``on_change`` is called with the number of pending paths whenever new changes have
+    been merged in.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class FileWatcher:
         quiet: float = DEFAULT_QUIET,
         max_wait: float = DEFAULT_MAX_WAIT,
         on_change: Callable[[int], None] | None = None,
+        leading: bool = False,
     ) -> None:
         self.root = os.path.abspath(root)
         self.paths = tuple(os.path.normpath(os.path.join(self.root, path)) for path in paths)
@@ -104,7 +109,9 @@ class FileWatcher:
         self.max_wait = max(max_wait, quiet)
         self._pending: dict[str, ChangeKind] = {}
         self._first_arrival = 0.0  # loop time of the oldest pending change's arrival
-        self._last_arrival = 0.0
+        self._last_arrival = -math.inf
+        self.leading = leading
+        self._leading_now = False  # the pending changes came after a quiet spell
         self._arrived = asyncio.Event()
         self._stop = asyncio.Event()
         self._pumps: list[asyncio.Task[None]] = []
@@ -180,7 +187,10 @@ class FileWatcher:
                 return None
             if self._pending:
                 now = loop.time()
-                quiet = self.quiet if len(self._pending) < BURST_SIZE else BURST_QUIET
+                few = len(self._pending) < BURST_SIZE
+                if self.leading and self._leading_now and few:
+                    break
+                quiet = self.quiet if few else BURST_QUIET
                 due = min(
                     self._last_arrival + max(quiet, self.quiet),
                     self._first_arrival + self.max_wait,
@@ -238,6 +248,7 @@ class FileWatcher:
                 now = asyncio.get_running_loop().time()
                 if not self._pending:
                     self._first_arrival = now
+                    self._leading_now = now - self._last_arrival >= self.quiet
                 self._last_arrival = now
                 self._pending = merge_changes(self._pending, self._net(raw))
                 self._arrived.set()

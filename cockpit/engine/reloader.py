@@ -91,6 +91,7 @@ class LocalReloader:
             rules=WatchRules.of(settings.ignore),
             quiet=settings.debounce,
             on_change=self._changes_arrived,
+            leading=settings.immediate,
         )
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one reload at a time

@@ -142,3 +142,37 @@ async def test_paths_outside_the_root_stay_absolute(tmp_path: Path) -> None:
         (other / "x.txt").write_text("x")
         batch = await next_batch(watcher)
     assert batch.paths() == [(other / "x.txt").as_posix()]
+
+
+async def test_leading_hands_out_a_save_at_once_and_gathers_what_follows(tmp_path: Path) -> None:
+    """With ``leading``, a save after a quiet spell skips the quiet time; changes right after
+    it wait for the quiet time as one more batch."""
+    quiet = 3.0
+    async with FileWatcher(tmp_path, ["."], quiet=quiet, leading=True) as watcher:
+        t0 = time.monotonic()
+        (tmp_path / "app.py").write_text("A = 1\n")
+        first = await next_batch(watcher)
+        took = time.monotonic() - t0
+        assert first.paths() == ["app.py"]
+        assert took < quiet, took  # it did not wait out the quiet time
+        (tmp_path / "b.py").write_text("B = 1\n")
+        (tmp_path / "c.py").write_text("C = 1\n")
+        t1 = time.monotonic()
+        second = await next_batch(watcher)
+        assert sorted(second.paths()) == ["b.py", "c.py"]
+        assert time.monotonic() - t1 >= quiet * 0.9  # right after the first: debounced
+
+
+async def test_leading_makes_a_burst_one_batch_or_a_save_and_the_rest(tmp_path: Path) -> None:
+    """A burst's first surfaced changes are many (no leading batch) unless its first files
+    trickle in on a busy machine: then those go at once and the rest is ONE more batch."""
+    async with FileWatcher(tmp_path, ["."], quiet=0.3, leading=True) as watcher:
+        for i in range(1_000):
+            (tmp_path / f"f{i:04}.py").write_text(str(i))
+        batch = await next_batch(watcher)
+        seen = len(batch.changes)
+        if seen < 1_000:
+            assert seen < 20  # only a leading batch is handed out early
+            seen += len((await next_batch(watcher)).changes)
+        assert seen == 1_000
+        assert watcher.pending == 0

@@ -217,7 +217,9 @@ async def test_a_flood_of_lines_arrives_complete_in_chunks(
     assert len(texts) == count
     assert texts[0] == "line 0"
     assert texts[-1] == f"line {count - 1}"
-    assert out.calls < count / 50  # delivered a chunk at a time, not line by line
+    # Delivered a chunk at a time, not line by line (how big a chunk is depends on how fast
+    # the reader wakes up on a busy machine: ~40 lines seen under load, hundreds when quiet).
+    assert out.calls < count / 10
 
 
 async def test_very_long_lines_are_cut_with_the_cut_counted(

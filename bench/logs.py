@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import benchenv
+import _benchenv as benchenv
 from kubernetes import client
 
 from cockpit.adapters.kube import Kube

@@ -61,4 +61,5 @@ def skip_cbc_countermeasure() -> None:
         original(self, pkttype, *args, handler=handler)
 
     send_packet.skips_cbc_countermeasure = True  # type: ignore[attr-defined]
+    send_packet.__wrapped__ = original  # type: ignore[attr-defined]
     cls.send_packet = send_packet

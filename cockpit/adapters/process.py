@@ -8,6 +8,7 @@ import errno
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable
@@ -23,6 +24,11 @@ OUTPUT_DRAIN_SECONDS = 0.5
 GROUP_POLL_SECONDS = 0.02
 PROBE_INTERVAL_SECONDS = 0.1
 PROBE_HOSTS = ("127.0.0.1", "::1")
+# While a stopping process still listens on its port, look again this often: a few ms at
+# first (a graceful server closes its listener at once), then more slowly for one that keeps
+# it until exit (it may take the whole stop timeout).
+RELEASE_POLL_SECONDS = (0.003, 0.05)
+RELEASE_FAST_SECONDS = 0.3
 
 
 class LocalProcess:
@@ -125,6 +131,21 @@ class LocalProcess:
                 return False
             await asyncio.wait({protocol.exited}, timeout=PROBE_INTERVAL_SECONDS)
         return False
+
+    async def wait_released(self) -> None:
+        _, protocol = self._started()
+        port = self.spec.port
+        # Nothing listening at the first look: the process never got as far as listening (or
+        # it cannot be told), and a process still starting may bind the port later.
+        if port is None or listening(port) is not True:
+            await asyncio.shield(protocol.exited)
+            return
+        loop = asyncio.get_running_loop()
+        fast_until = loop.time() + RELEASE_FAST_SECONDS
+        while not protocol.exited.done() and listening(port):
+            fast, slow = RELEASE_POLL_SECONDS
+            interval = fast if loop.time() < fast_until else slow
+            await asyncio.wait({protocol.exited}, timeout=interval)
 
     async def stop(self, grace: float) -> int | None:
         if self._transport is None or self._protocol is None:
@@ -276,6 +297,53 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
                 return True
             raise ProcessError(f"cannot check port {port}: {exc.strerror}") from exc
     return False
+
+
+# sock_diag (Linux): the kernel lists the listening TCP sockets only, in ~0.1 ms; reading
+# /proc/net/tcp walks every socket on the machine (~30 ms with a cluster's connections).
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST_DUMP = 0x301
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_TCP_LISTEN = 10
+_DIAG_SPORT_OFFSET = 16 + 4  # nlmsghdr, then inet_diag_msg: family, state, timer, retrans
+
+
+def listening(port: int) -> bool | None:
+    """True if a TCP socket of this network namespace listens on ``port`` (any address,
+    IPv4 or IPv6); None where the kernel cannot be asked (not Linux). No side effects: it
+    neither binds nor connects."""
+    if not hasattr(socket, "AF_NETLINK"):
+        return None
+    try:
+        return any(port in _listening_ports(family) for family in (socket.AF_INET, socket.AF_INET6))
+    except OSError:
+        return None
+
+
+def _listening_ports(family: int) -> set[int]:
+    # struct inet_diag_req_v2: family, protocol, ext, pad, states; a zeroed inet_diag_sockid
+    request = struct.pack("=BBBxI", family, socket.IPPROTO_TCP, 0, 1 << _TCP_LISTEN) + bytes(48)
+    header = struct.pack(
+        "=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST_DUMP, 1, 0
+    )
+    ports: set[int] = set()
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_SOCK_DIAG) as diag:
+        diag.send(header + request)
+        while True:
+            data = diag.recv(65536)
+            if not data:
+                return ports
+            offset = 0
+            while offset + 16 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, offset)
+                if kind == _NLMSG_DONE:
+                    return ports
+                if kind == _NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", data, offset + 16)
+                    raise OSError(-code, os.strerror(-code))
+                ports.add(struct.unpack_from("!H", data, offset + _DIAG_SPORT_OFFSET)[0])
+                offset += max(16, (length + 3) & ~3)
 
 
 async def _accepts_connection(port: int) -> bool:

@@ -57,6 +57,14 @@ class ChildProcess(Protocol):
         if the process exits, or ``within`` seconds pass, first."""
         ...
 
+    async def wait_released(self) -> None:
+        """Return once the process has stopped listening on the spec's port (a graceful server
+        closes its listener first, then finishes the requests in flight), or has exited: from
+        then on a new instance can bind the port. Only when it was seen listening at the first
+        look (taken when it starts running: start it before ``stop``); otherwise (no port, it
+        cannot be told, not listening yet) at its exit."""
+        ...
+
     async def stop(self, grace: float) -> int | None:
         """SIGTERM the whole group, SIGKILL what is left after ``grace`` seconds, reap; the exit
         code. Safe to call at any time and more than once; cancelling it still kills."""

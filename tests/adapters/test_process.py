@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cockpit.adapters.process import LocalProcess, group_members, port_in_use
+from cockpit.adapters.process import LocalProcess, group_members, listening, port_in_use
 from cockpit.adapters.protocols import OutputLine, ProcessSpec
 from cockpit.errors import ProcessError
 
@@ -343,3 +344,90 @@ async def test_cancelling_a_stop_still_kills_the_group(
         await stopping
     pid = proc.pid
     await eventually(lambda: not alive(pid))
+
+
+@pytest.mark.parametrize(
+    ("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
+)
+def test_listening_sees_a_listener_and_not_a_bound_or_connected_socket(
+    family: socket.AddressFamily, host: str
+) -> None:
+    with socket.socket(family) as bound:
+        bound.bind((host, 0))
+        port = bound.getsockname()[1]
+        assert listening(port) is False  # bound, not listening
+        bound.listen()
+        assert listening(port) is True
+        with socket.create_connection((host, port)) as client:
+            assert listening(client.getsockname()[1]) is False  # a connection's own port
+    assert listening(port) is False
+
+
+# Closes its listener on SIGTERM, then stays until a file appears (a server draining its
+# requests): the port is free while the process still runs.
+DRAINS = """import os, signal, socket, sys, time
+listener = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+def closed(*_):
+    listener.close()
+    print("closed", flush=True)
+    while not os.path.exists("let-go"):
+        time.sleep(0.01)
+    print("bye", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, closed)
+print("up", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+async def test_released_once_the_listener_is_closed_while_the_process_still_runs(
+    tmp_path: Path, started: list[LocalProcess]
+) -> None:
+    port = free_port()
+    spec = dataclasses.replace(
+        python(DRAINS, tmp_path, port=port), command=[PY, "-u", "-c", DRAINS, str(port)]
+    )
+    proc, out = await launch(spec, started)
+    assert await proc.wait_ready(within=10)
+    released = asyncio.create_task(proc.wait_released())
+    await asyncio.sleep(0.1)
+    assert not released.done()  # still listening: not released
+    stopping = asyncio.create_task(proc.stop(30))
+    await asyncio.wait_for(released, 10)
+    assert proc.returncode is None and not port_in_use(port)
+    await out.until("closed")
+    (tmp_path / "let-go").touch()
+    assert await asyncio.wait_for(stopping, 10) == 0
+    assert out.texts() == ["up", "closed", "bye"]
+
+
+async def test_released_only_at_exit_when_it_listened_until_then(
+    tmp_path: Path, started: list[LocalProcess]
+) -> None:
+    port = free_port()
+    code = (
+        "import signal, socket, sys, time\n"
+        f"listener = socket.create_server(('127.0.0.1', {port}))\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.3), sys.exit(3)))\n"
+        "print('up', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    proc, _ = await launch(python(code, tmp_path, port=port), started)
+    assert await proc.wait_ready(within=10)
+    stopping = asyncio.create_task(proc.stop(30))
+    await asyncio.wait_for(proc.wait_released(), 10)
+    assert proc.returncode == 3  # the exit released it, nothing before
+    assert await stopping == 3
+
+
+async def test_a_process_not_listening_yet_is_released_only_at_exit(
+    tmp_path: Path, started: list[LocalProcess]
+) -> None:
+    # It might bind the port later: only its exit frees the port for sure.
+    proc, out = await launch(python(IGNORES_SIGTERM, tmp_path, port=free_port()), started)
+    await out.until("up")
+    stopping = asyncio.create_task(proc.stop(0.5))
+    await asyncio.wait_for(proc.wait_released(), 10)
+    assert proc.returncode == -9
+    assert await stopping == -9

@@ -84,6 +84,9 @@ class FakeProcess:
             return False
         return False
 
+    async def wait_released(self) -> None:
+        await self._exited.wait()
+
     async def stop(self, grace: float) -> int | None:
         self.stop_graces.append(grace)
         if not self.started:

@@ -18,6 +18,9 @@ from cockpit.errors import CockpitError, ProcessError
 
 EXIT_TAIL_LINES = 20
 HOOK_STOP_GRACE = 2.0
+OLD_SUFFIX = "·old"
+"""Appended to the service's name as the source of an old process's last lines: it drains
+while its successor already runs."""
 
 
 class SessionBus(Protocol):
@@ -102,6 +105,10 @@ class LocalSupervisor:
         self._tail: deque[str] = deque(maxlen=EXIT_TAIL_LINES)
         self._closing = False
         self._status_changed = asyncio.Event()
+        # Old processes finishing their requests after their successor started: each one's
+        # stop (SIGTERM, then SIGKILL after stop_timeout), awaited by ``stop``.
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._output: _ProcessOutput | None = None  # the current process's sink
 
     def set_env(self, env: Mapping[str, str]) -> None:
         """The environment of every start from now on (the cluster's, once imported)."""
@@ -157,9 +164,10 @@ class LocalSupervisor:
             self._life = asyncio.create_task(self._live(process), name=f"{self.name} life")
 
     async def restart(self) -> int | None:
-        """Stop (gracefully) and start again, now; the new pid."""
+        """Stop (gracefully) and start again, now; the new pid. The new process starts as
+        soon as the old one no longer listens on the port, while it finishes its requests."""
         async with self._lock:
-            await self._end_life()
+            await self._end_life(early=True)
             self._restarts += 1
             self._backoff.reset()
             try:
@@ -172,18 +180,29 @@ class LocalSupervisor:
 
     async def halt(self) -> None:
         """Stop the process (gracefully, no exit alert) and leave it stopped until
-        ``restart``: a hot reload stops stale code while it waits for the edits to settle."""
+        ``restart``: a hot reload stops stale code while it waits for the edits to settle.
+        Returns once the port is free; the old process may still be finishing its requests."""
         async with self._lock:
-            await self._end_life()
+            await self._end_life(early=True)
             self._set_status(ProcessStatus.STOPPED)
 
     async def stop(self) -> None:
         """Stop everything; safe to call twice, and cancelling it still kills the process."""
         self._closing = True
-        await self._end_life()
+        try:
+            await self._end_life()
+            while self._retiring:
+                await asyncio.wait(set(self._retiring))
+        except asyncio.CancelledError:
+            retiring = set(self._retiring)
+            for task in retiring:
+                task.cancel()  # a cancelled stop kills the group at once
+            if retiring:
+                await asyncio.wait(retiring)
+            raise
         self._set_status(ProcessStatus.STOPPED)
 
-    async def _end_life(self) -> None:
+    async def _end_life(self, *, early: bool = False) -> None:
         life, self._life = self._life, None
         if life is not None and not life.done():
             life.cancel()
@@ -193,14 +212,51 @@ class LocalSupervisor:
         if process is not None:
             if process.returncode is None:
                 self._set_status(ProcessStatus.STOPPING)
-            await process.stop(self.service.stop_timeout)
+            if early:
+                await self._retire(process)
+            else:
+                await process.stop(self.service.stop_timeout)
             self._process = None
+
+    async def _retire(self, process: ChildProcess) -> None:
+        """Stop ``process``; return once it has exited or no longer listens on the port (a
+        graceful server closes its listener first), its stop going on in the background."""
+        released = asyncio.create_task(process.wait_released(), name=f"{self.name} released")
+        await asyncio.sleep(0)  # its first look, whether the port is listened on, before SIGTERM
+        stopping = asyncio.create_task(self._finish(process), name=f"{self.name} old stop")
+        try:
+            await asyncio.wait({stopping, released}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            stopping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopping
+            raise
+        finally:
+            released.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await released
+        if stopping.done():
+            stopping.result()  # raises what the stop raised
+            return
+        self._retiring.add(stopping)
+        stopping.add_done_callback(self._retiring.discard)
+        if self._output is not None:
+            self._output.retire()
+        self._bus.say(
+            f"{self.name}: the old process (pid {process.pid}) closed port {self.service.port}; "
+            "starting the new one while it finishes"
+        )
+
+    async def _finish(self, process: ChildProcess) -> None:
+        await process.stop(self.service.stop_timeout)
+        self._bus.end_of_stream()  # a traceback cut off by its exit still raises its alert
 
     async def _spawn(self) -> ChildProcess:
         self._set_status(ProcessStatus.STARTING)
         await self._run_hooks("before_start", self.service.hooks.before_start)
         self._tail.clear()
-        process = self._factory(self._spec, self._on_output)
+        self._output = _ProcessOutput(self.name, self._bus, self._tail)
+        process = self._factory(self._spec, self._output)
         self._process = process  # before start: a stop() during it must find the process
         await process.start()
         self._bus.say(
@@ -357,16 +413,6 @@ class LocalSupervisor:
             await runner.stop(HOOK_STOP_GRACE)
         return code, list(last)
 
-    def _on_output(self, lines: Sequence[OutputLine]) -> None:
-        name = self.name
-        self._bus.ingest(
-            [
-                LogLine(name, name, SourceKind.LOCAL, line.text, line.ts, line.stream)
-                for line in lines
-            ]
-        )
-        self._tail.extend(line.text for line in lines[-EXIT_TAIL_LINES:])
-
     def _set_status(self, status: ProcessStatus) -> None:
         self._status = status
         changed, self._status_changed = self._status_changed, asyncio.Event()
@@ -378,3 +424,30 @@ class LocalSupervisor:
             self._last_exit if status in (ProcessStatus.EXITED, ProcessStatus.BACKOFF) else None
         )
         self._bus.publish(ProcessChanged(self.name, status, pid, exit_code, self._restarts))
+
+
+class _ProcessOutput:
+    """The output sink of one process of the service: its lines into the log pipeline under
+    the service's name and into the supervisor's tail, until it is retired (its successor
+    runs): then under ``NAME·old``, and the tail is the successor's."""
+
+    def __init__(self, name: str, bus: SessionBus, tail: deque[str]) -> None:
+        self._name = name
+        self._source = name
+        self._bus = bus
+        self._tail: deque[str] | None = tail
+
+    def retire(self) -> None:
+        self._source = self._name + OLD_SUFFIX
+        self._tail = None
+
+    def __call__(self, lines: Sequence[OutputLine]) -> None:
+        source, name = self._source, self._name
+        self._bus.ingest(
+            [
+                LogLine(source, name, SourceKind.LOCAL, line.text, line.ts, line.stream)
+                for line in lines
+            ]
+        )
+        if self._tail is not None:
+            self._tail.extend(line.text for line in lines[-EXIT_TAIL_LINES:])

@@ -17,8 +17,9 @@ import pytest
 
 from cockpit.adapters.process import process_factory
 from cockpit.core.config import parse_config
-from cockpit.core.events import Alert, Event, ProcessChanged, SyncChanged
+from cockpit.core.events import Alert, Event, LogBatch, LogLine, ProcessChanged, SyncChanged
 from cockpit.engine.session import Engine
+from tests.adapters.test_process import alive
 
 WITHIN = 30.0  # generous: the machine may be busy
 SERVER = """\
@@ -43,6 +44,49 @@ class Handler(http.server.BaseHTTPRequestHandler):
 print("serving", MESSAGE, flush=True)
 http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 """
+_HANDLER = SERVER[: SERVER.index('print("serving"')]
+# A graceful server: on SIGTERM it closes its listener first, then "finishes its requests"
+# until ../let-go appears (the test says when), then exits.
+DRAINING_SERVER = (
+    _HANDLER
+    + """\
+import pathlib, signal, socket, threading, time
+server = http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+stopping = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print("serving", MESSAGE, flush=True)
+stopping.wait()
+server.socket.shutdown(socket.SHUT_RDWR)
+server.shutdown()
+server.server_close()
+print("draining", flush=True)
+deadline = time.monotonic() + 60
+while not pathlib.Path("../let-go").exists() and time.monotonic() < deadline:
+    time.sleep(0.01)
+print("bye", flush=True)
+"""
+)
+# Keeps listening through a slow SIGTERM shutdown: the port is free only at its exit.
+SLOW_SERVER = (
+    _HANDLER
+    + """\
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), sys.exit(0)))
+print("serving", MESSAGE, flush=True)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+)
+# Ignores SIGTERM: only the SIGKILL after stop_timeout ends it.
+STUBBORN_SERVER = (
+    _HANDLER
+    + """\
+import signal
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("serving", MESSAGE, flush=True)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+)
 
 
 def free_port() -> int:
@@ -60,12 +104,14 @@ def get(port: int) -> str | None:
         return None
 
 
-def server_app(root: Path, watch: str = "") -> tuple[Path, int, str]:
+def server_app(
+    root: Path, watch: str = "", server: str = SERVER, stop_timeout: float = 5
+) -> tuple[Path, int, str]:
     """The tiny server in ``root/app`` answering "one"; (app dir, port, cockpit.yaml text with
     service api, ``watch`` lines appended)."""
     app = root / "app"
     app.mkdir()
-    (app / "server.py").write_text(SERVER)
+    (app / "server.py").write_text(server)
     (app / "message.py").write_text('MESSAGE = "one"\n')
     port = free_port()
     yaml = (
@@ -75,7 +121,7 @@ def server_app(root: Path, watch: str = "") -> tuple[Path, int, str]:
         "    cwd: app\n"
         f"    port: {port}\n"
         f"    env: {{PORT: '{port}'}}\n"
-        "    stop_timeout: 5\n" + watch
+        f"    stop_timeout: {stop_timeout:g}\n" + watch
     )
     return app, port, yaml
 
@@ -98,6 +144,12 @@ class Session:
     def pids(self) -> set[int]:
         return {e.pid for e in self.events if isinstance(e, ProcessChanged) and e.pid}
 
+    def lines(self) -> list[LogLine]:
+        return [line for e in self.events if isinstance(e, LogBatch) for line in e.lines]
+
+    def alerts(self) -> list[Alert]:
+        return [e for e in self.events if isinstance(e, Alert)]
+
     async def until(self, condition: Callable[[], object], what: str) -> None:
         deadline = time.monotonic() + WITHIN
         while not condition():
@@ -113,7 +165,11 @@ class Session:
 
 @pytest.fixture
 async def session(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Session]:
-    app, port, yaml = server_app(tmp_path, getattr(request, "param", ""))
+    param = getattr(request, "param", "")
+    # a parameter: the watch lines, or server_app's keyword arguments
+    app, port, yaml = server_app(
+        tmp_path, **(param if isinstance(param, dict) else {"watch": param})
+    )
     config = parse_config(yaml, str(tmp_path / "cockpit.yaml"))
     engine = Engine(
         config, "api", process_factory=process_factory, base_env={"PATH": "/usr/bin:/bin"},
@@ -169,6 +225,97 @@ async def test_a_burst_of_a_thousand_changes_is_one_reload(session: Session) -> 
     ]
     assert session.syncs()[-1].files == 1_001
     assert len(session.pids()) == 2
+
+
+async def test_a_burst_with_the_immediate_reload_is_one_reload_and_at_most_one_more(
+    session: Session,
+) -> None:
+    def burst() -> None:
+        for i in range(300):
+            (session.app / f"asset{i:04}.txt").write_text(str(i))
+        (session.app / "message.py").write_text('MESSAGE = "burst"\n')
+
+    await asyncio.to_thread(burst)
+    await session.serves("burst")
+    await session.until(lambda: session.syncs()[-1].state == "in-sync", "in-sync")
+    await asyncio.sleep(1.0)  # a further reload, if any, would have begun by now
+    reloads = [s for s in session.syncs() if s.state == "syncing"]
+    assert 1 <= len(reloads) <= 2, [(s.state, s.files, s.pending) for s in session.syncs()]
+    assert sum(s.files for s in reloads) == 301  # every change reloaded once
+    assert len(session.pids()) == 1 + len(reloads)
+
+
+@pytest.mark.parametrize(
+    "session", [{"server": DRAINING_SERVER, "stop_timeout": 30}], indirect=True
+)
+async def test_the_new_process_serves_while_the_old_one_finishes_its_requests(
+    session: Session,
+) -> None:
+    (old,) = session.pids()
+    (session.app / "message.py").write_text('MESSAGE = "two"\n')
+    await session.serves("two")
+    # The old process closed its listener and still runs: the new one did not wait for it.
+    assert alive(old)
+    await session.until(lambda: session.syncs()[-1].state == "in-sync", "in-sync")
+    (new,) = session.pids() - {old}
+    said = [line.text for line in session.lines() if line.source == "cockpit"]
+    assert f"api: the old process (pid {old}) closed port {session.port}; " in "\n".join(said)
+    # One process shown, the restart counted once; the old pid is not shown after the new one.
+    changes = [e for e in session.events if isinstance(e, ProcessChanged)]
+    first_new = next(i for i, e in enumerate(changes) if e.pid == new)
+    assert all(e.pid in (new, None) for e in changes[first_new:])
+    assert changes[-1].restarts == 1 and changes[-1].status.value == "ready"
+
+    (session.app.parent / "let-go").touch()
+    await session.until(lambda: not alive(old), "the old process exits")
+    # Its last words reach the log stream, told apart from the new process's.
+    await session.until(
+        lambda: any(line.text == "bye" for line in session.lines()), "the old process's output"
+    )
+    bye = next(line for line in session.lines() if line.text == "bye")
+    assert (bye.source, bye.service) == ("api·old", "api")
+    assert not session.alerts()  # the old one's exit is no alert
+    assert await asyncio.to_thread(get, session.port) == "two"
+
+
+@pytest.mark.parametrize("session", [{"server": DRAINING_SERVER, "stop_timeout": 2}], indirect=True)
+async def test_quitting_while_the_old_process_drains_leaves_nothing_running(
+    session: Session,
+) -> None:
+    (old,) = session.pids()
+    (session.app / "message.py").write_text('MESSAGE = "two"\n')
+    await session.serves("two")
+    (new,) = session.pids() - {old}
+    assert alive(old)
+    await session.engine.stop()  # the old one never gets its let-go: killed after stop_timeout
+    assert not alive(old) and not alive(new)
+
+
+@pytest.mark.parametrize("session", [{"server": SLOW_SERVER}], indirect=True)
+async def test_a_server_listening_until_it_exits_is_reloaded_after_its_exit(
+    session: Session,
+) -> None:
+    (session.app / "message.py").write_text('MESSAGE = "two"\n')
+    await session.serves("two")
+    await session.until(lambda: session.syncs()[-1].state == "in-sync", "in-sync")
+    # The new process was not started into a port still taken (no "port in use" failure).
+    assert [s.state for s in session.syncs()] == ["watching", "pending", "syncing", "in-sync"]
+    assert not session.alerts()
+    assert not any(line.source == "api·old" for line in session.lines())
+    assert session.engine.state.services["api"].local_restarts == 1
+
+
+@pytest.mark.parametrize("session", [{"server": STUBBORN_SERVER, "stop_timeout": 1}], indirect=True)
+async def test_an_old_process_ignoring_sigterm_is_killed_and_the_new_one_comes_up(
+    session: Session,
+) -> None:
+    (old,) = session.pids()
+    (session.app / "message.py").write_text('MESSAGE = "two"\n')
+    await session.serves("two")
+    assert not alive(old)
+    await session.until(lambda: session.syncs()[-1].state == "in-sync", "in-sync")
+    assert [s.state for s in session.syncs()] == ["watching", "pending", "syncing", "in-sync"]
+    assert not session.alerts()
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,8 @@ def short_source(source: str, width: int) -> str:
 def source_label(line: LogLine) -> str:
     """A short, stable name for where a line came from: ``web·x2x4k`` for replica x2x4k of
     web's pods (the container too when it is not named after the service), ``store·event``
-    for a Kubernetes event, the service name for the local process."""
+    for a Kubernetes event, the service name for the local process (``api·old`` for an old
+    process finishing its requests after a restart)."""
     service = line.service
     if line.kind is SourceKind.POD:
         pod, _, container = line.source.partition("/")
@@ -90,6 +91,8 @@ def source_label(line: LogLine) -> str:
         return f"{service}·event" if service else "event"
     if line.kind is SourceKind.COCKPIT:
         return "cockpit"
+    if service and line.source.startswith(f"{service}·"):
+        return line.source
     return service or line.source or "?"
 
 

@@ -42,6 +42,7 @@ CHUNK = 64 * 1024
 MAX_BYTES = 64 * 1024**3
 # A fixed, non-trivial pattern, so a reader of /bytes can check what arrived.
 PATTERN = bytes(range(256)) * (CHUNK // 256)
+DRAIN_SECONDS = 1.0  # after SIGTERM, how long the requests in flight may take to finish
 
 ITEMS: tuple[dict[str, Any], ...] = (
     {"sku": "tea-001", "name": "Green tea", "price_cents": 450, "stock": 12},
@@ -133,12 +134,29 @@ class Shop:
         self.settings = settings
         self.log = Log(settings.service, settings.pod)
         self.requests = 0
-        self._count_lock = threading.Lock()
+        self.in_flight = 0  # requests being answered (not idle keep-alive connections)
+        self._count_lock = threading.Condition()
         self.stopping = threading.Event()
 
     def count_request(self) -> None:
         with self._count_lock:
             self.requests += 1
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        with self._count_lock:
+            self.in_flight += 1
+        try:
+            yield
+        finally:
+            with self._count_lock:
+                self.in_flight -= 1
+                self._count_lock.notify_all()
+
+    def drained(self, within: float) -> bool:
+        """Wait up to ``within`` seconds for the requests in flight to finish."""
+        with self._count_lock:
+            return self._count_lock.wait_for(lambda: self.in_flight == 0, within)
 
     def identity(self) -> dict[str, Any]:
         s = self.settings
@@ -234,6 +252,12 @@ class Handler(BaseHTTPRequestHandler):
         # The stdlib writes to stderr; errors it reports (bad request lines) go to our log.
         self.shop.log.warning(format % args)
 
+    def end_headers(self) -> None:
+        if self.shop.stopping.is_set():
+            # Shutting down: the last answer on this connection (send_header closes it after).
+            self.send_header("Connection", "close")
+        super().end_headers()
+
     def inbound_headers(self) -> dict[str, str]:
         merged: dict[str, str] = {}
         for name, value in self.headers.items():
@@ -312,6 +336,14 @@ class Handler(BaseHTTPRequestHandler):
     # -- endpoints --------------------------------------------------------------------
 
     def do_GET(self) -> None:
+        with self.shop.answering():
+            self.get()
+
+    def do_POST(self) -> None:
+        with self.shop.answering():
+            self.post()
+
+    def get(self) -> None:
         url = urlsplit(self.path)
         if url.path == "/healthz":
             self.send_text(HTTPStatus.OK, "ok")
@@ -331,7 +363,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_json(HTTPStatus.NOT_FOUND, {**self.shop.identity(), "error": "not found"})
 
-    def do_POST(self) -> None:
+    def post(self) -> None:
         if urlsplit(self.path).path != "/echo":
             # The body is left unread, so this connection cannot carry another request.
             self.close_connection = True
@@ -480,8 +512,6 @@ def main() -> int:
             return
         shop.stopping.set()
         log.info(f"received {signal.Signals(signum).name}, shutting down")
-        # shutdown() waits for serve_forever() to return, which runs on this very thread.
-        threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -495,12 +525,28 @@ def main() -> int:
         log.info(f"STORE_TOKEN is {'set' if settings.store_token else 'not set'}")
     log.info(f"listening on http://{host}:{server.server_port}")
     threading.Thread(target=heartbeat, args=(shop,), name="heartbeat", daemon=True).start()
-    try:
-        server.serve_forever(poll_interval=0.1)
-    finally:
-        server.server_close()
+    serving = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="serve", daemon=True
+    )
+    serving.start()
+    shop.stopping.wait()  # the signal handler runs on this thread and ends the wait
+    # Gracefully, as a server behind a load balancer or a hot reload should: stop accepting
+    # first (the port is free for the next instance at once), then finish what is in flight.
+    stop_listening(server)
+    server.shutdown()
+    server.server_close()
+    if not shop.drained(DRAIN_SECONDS):
+        log.warning(f"{shop.in_flight} requests still in flight after {DRAIN_SECONDS:g} s")
     log.info("stopped")
     return 0
+
+
+def stop_listening(server: ShopServer) -> None:
+    """Take the listening socket out of LISTEN at once. On Linux, shutdown() of a listening
+    socket does that and wakes serve_forever() (no wait for its poll interval); elsewhere it
+    may fail, and server_close() right after closes the socket anyway."""
+    with contextlib.suppress(OSError):
+        server.socket.shutdown(socket.SHUT_RDWR)
 
 
 if __name__ == "__main__":

@@ -411,6 +411,34 @@ def test_sigterm_exits_zero_promptly_even_mid_download(shop: Callable[..., ShopP
     web.wait_for_line(r" INFO web received SIGTERM, shutting down ")
 
 
+def test_sigterm_closes_the_listener_first_and_lets_a_request_in_flight_finish(
+    shop: Callable[..., ShopProcess],
+) -> None:
+    store = shop(SERVICE="store")
+    conn = http.client.HTTPConnection(HOST, store.port, timeout=10)
+    conn.putrequest("POST", "/echo")
+    conn.putheader("Content-Length", "10")
+    conn.endheaders(b"hello")  # half the body: the request is in flight
+    os.kill(store.proc.pid, signal.SIGTERM)
+    store.wait_for_line(r" INFO store received SIGTERM, shutting down ")
+    # The port is free at once, for the next instance, while this one still answers.
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex((HOST, store.port)) != 0:
+                break
+        assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
+        time.sleep(0.01)
+    assert store.proc.poll() is None
+    conn.send(b"world")
+    response = conn.getresponse()
+    assert response.status == 200
+    assert json.loads(response.read())["sha256"] == hashlib.sha256(b"helloworld").hexdigest()
+    assert response.getheader("Connection") == "close"  # no more requests on it
+    assert store.proc.wait(timeout=10) == 0
+    conn.close()
+
+
 def test_unknown_service_is_refused() -> None:
     result = subprocess.run(
         [sys.executable, str(APP)],

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
 from cockpit.adapters.kube import RESTARTED_AT, Kube
@@ -32,6 +33,13 @@ pytestmark = pytest.mark.cluster
 
 PORTFORWARD = Permission("create", "pods/portforward")
 POD_LOG = Permission("get", "pods/log")
+
+
+def kube_contexts(kubeconfig: Path) -> tuple[str, str]:
+    """The kubeconfig's context names as the errors list them, and its current context: the
+    tests run against whichever cluster COCKPIT_TEST_KUBECONFIG names."""
+    doc = yaml.safe_load(kubeconfig.read_text())
+    return ", ".join(c["name"] for c in doc["contexts"]), doc["current-context"]
 
 
 def same(a: Permission, b: Permission) -> bool:
@@ -251,22 +259,22 @@ def test_unknown_context_namespace_and_service(
     api = cluster.api()
     deploy(api, namespace, service_for("store"))
     kc = cluster.kubeconfig
+    contexts, current = kube_contexts(kc)
     result = run_cockpit("doctor", "--context", "nope", kubeconfig=kc, cwd=tmp_path)
     assert result.returncode == NotFoundError.exit_code
     assert result.stderr == (
-        f"cockpit: error: context 'nope' not found in kubeconfig {kc} (contexts: cockpit-dev)\n"
+        f"cockpit: error: context 'nope' not found in kubeconfig {kc} (contexts: {contexts})\n"
     )
     result = run_cockpit("doctor", "--namespace", "no-such-ns", kubeconfig=kc, cwd=tmp_path)
     assert result.returncode == NotFoundError.exit_code
-    assert (
-        result.stderr
-        == "cockpit: error: namespace 'no-such-ns' not found in context 'cockpit-dev'\n"
+    assert result.stderr == (
+        f"cockpit: error: namespace 'no-such-ns' not found in context '{current}'\n"
     )
     assert "MISSING  namespace no-such-ns does not exist" in result.stdout
     result = run_cockpit("shell", "web", "--namespace", "no-such-ns", kubeconfig=kc, cwd=tmp_path)
     assert (result.returncode, result.stderr) == (
         NotFoundError.exit_code,
-        "cockpit: error: namespace 'no-such-ns' not found in context 'cockpit-dev' "
+        f"cockpit: error: namespace 'no-such-ns' not found in context '{current}' "
         "(kubectl get namespaces lists them)\n",
     )
     result = run_cockpit("shell", "stroe", "--namespace", namespace, kubeconfig=kc, cwd=tmp_path)
@@ -289,7 +297,8 @@ async def test_unknown_namespace_or_service_in_the_live_view(
     deploy(cluster.api(), namespace, service_for("store"))
     with pytest.raises(NotFoundError) as missing:
         await ClusterWatcher(kube, "no-such-ns", None, Recorder().publish).start()
-    assert missing.value.one_line() == "namespace 'no-such-ns' not found in context 'cockpit-dev'"
+    current = kube_contexts(cluster.kubeconfig)[1]
+    assert missing.value.one_line() == f"namespace 'no-such-ns' not found in context '{current}'"
     watcher = ClusterWatcher(kube, namespace, ["store", "stroe"], Recorder().publish)
     with pytest.raises(NotFoundError) as missing:
         await watcher.start()

@@ -1368,10 +1368,12 @@ def cmd_up(_: argparse.Namespace) -> None:
         # leftovers (processes, containers, mounts, stale runtime state) before starting anew
         log("cleaning up after a previous run that did not go down")
         cmd_down(argparse.Namespace())
+    # Ports and privileges first: a taken port is reported before minutes of installing and
+    # building, and before anything is written or started.
+    preflight()
     ensure_packages()
     build()
     images = build_images()
-    preflight()
     for d in (STATE, RUN):
         d.mkdir(parents=True, exist_ok=True)
     started = False

@@ -134,7 +134,10 @@ class Shop:
         self.settings = settings
         self.log = Log(settings.service, settings.pod)
         self.requests = 0
-        self.in_flight = 0  # requests being answered (not idle keep-alive connections)
+        # Requests being answered, from the connection's accept on (so that a graceful stop
+        # cannot miss one a thread has not started on yet); an idle keep-alive connection
+        # does not count.
+        self.in_flight = 0
         self._count_lock = threading.Condition()
         self.stopping = threading.Event()
 
@@ -142,16 +145,14 @@ class Shop:
         with self._count_lock:
             self.requests += 1
 
-    @contextlib.contextmanager
-    def answering(self) -> Iterator[None]:
+    def request_begins(self) -> None:
         with self._count_lock:
             self.in_flight += 1
-        try:
-            yield
-        finally:
-            with self._count_lock:
-                self.in_flight -= 1
-                self._count_lock.notify_all()
+
+    def request_ends(self) -> None:
+        with self._count_lock:
+            self.in_flight -= 1
+            self._count_lock.notify_all()
 
     def drained(self, within: float) -> bool:
         """Wait up to ``within`` seconds for the requests in flight to finish."""
@@ -288,14 +289,25 @@ class Handler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         self._status = 0
         self._started = time.perf_counter()
-        super().handle_one_request()
-        if self._status:
-            self.log_request_line()
+        try:
+            super().handle_one_request()
+            if self._status:
+                self.log_request_line()
+        finally:
+            if self._in_flight:
+                self._in_flight = False
+                self.shop.request_ends()
 
     def parse_request(self) -> bool:
         # Time from the request line on; idle time on a keep-alive connection is not latency.
         self._started = time.perf_counter()
+        if not self._in_flight:  # the next request on a keep-alive connection
+            self._in_flight = True
+            self.shop.request_begins()
         return super().parse_request()
+
+    # The connection's first request was counted by the server at its accept.
+    _in_flight = True
 
     def log_request_line(self) -> None:
         elapsed = (time.perf_counter() - self._started) * 1000
@@ -336,14 +348,6 @@ class Handler(BaseHTTPRequestHandler):
     # -- endpoints --------------------------------------------------------------------
 
     def do_GET(self) -> None:
-        with self.shop.answering():
-            self.get()
-
-    def do_POST(self) -> None:
-        with self.shop.answering():
-            self.post()
-
-    def get(self) -> None:
         url = urlsplit(self.path)
         if url.path == "/healthz":
             self.send_text(HTTPStatus.OK, "ok")
@@ -363,7 +367,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_json(HTTPStatus.NOT_FOUND, {**self.shop.identity(), "error": "not found"})
 
-    def post(self) -> None:
+    def do_POST(self) -> None:
         if urlsplit(self.path).path != "/echo":
             # The body is left unread, so this connection cannot carry another request.
             self.close_connection = True
@@ -430,6 +434,10 @@ class ShopServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         self.shop = shop
         super().__init__(address, Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.shop.request_begins()  # on the accepting thread: see Shop.in_flight
+        super().process_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
@@ -507,11 +515,12 @@ def main() -> int:
         log.error(f"cannot listen on {settings.bind}:{settings.port}: {exc}")
         return 1
 
+    received: list[int] = []
+
     def stop(signum: int, _frame: Any) -> None:
-        if shop.stopping.is_set():
-            return
+        # Only note it: the handler may interrupt this thread inside a write to stdout.
+        received.append(signum)
         shop.stopping.set()
-        log.info(f"received {signal.Signals(signum).name}, shutting down")
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -530,6 +539,7 @@ def main() -> int:
     )
     serving.start()
     shop.stopping.wait()  # the signal handler runs on this thread and ends the wait
+    log.info(f"received {signal.Signals(received[0]).name}, shutting down")
     # Gracefully, as a server behind a load balancer or a hot reload should: stop accepting
     # first (the port is free for the next instance at once), then finish what is in flight.
     stop_listening(server)

@@ -415,28 +415,32 @@ def test_sigterm_closes_the_listener_first_and_lets_a_request_in_flight_finish(
     shop: Callable[..., ShopProcess],
 ) -> None:
     store = shop(SERVICE="store")
-    conn = http.client.HTTPConnection(HOST, store.port, timeout=10)
-    conn.putrequest("POST", "/echo")
-    conn.putheader("Content-Length", "10")
-    conn.endheaders(b"hello")  # half the body: the request is in flight
-    os.kill(store.proc.pid, signal.SIGTERM)
-    store.wait_for_line(r" INFO store received SIGTERM, shutting down ")
-    # The port is free at once, for the next instance, while this one still answers.
-    deadline = time.monotonic() + 10
-    while True:
-        with socket.socket() as probe:
-            if probe.connect_ex((HOST, store.port)) != 0:
-                break
-        assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
-        time.sleep(0.01)
-    assert store.proc.poll() is None
-    conn.send(b"world")
-    response = conn.getresponse()
-    assert response.status == 200
-    assert json.loads(response.read())["sha256"] == hashlib.sha256(b"helloworld").hexdigest()
-    assert response.getheader("Connection") == "close"  # no more requests on it
+    with socket.create_connection((HOST, store.port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: store\r\nContent-Length: 10\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        # "100 Continue": the request is being answered, its body still to come.
+        assert conn.recv(1024).startswith(b"HTTP/1.1 100 ")
+        os.kill(store.proc.pid, signal.SIGTERM)
+        store.wait_for_line(r" INFO store received SIGTERM, shutting down ")
+        # The port is free at once, for the next instance, while this one still answers.
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex((HOST, store.port)) != 0:
+                    break
+            assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
+            time.sleep(0.01)
+        assert store.proc.poll() is None
+        conn.sendall(b"helloworld")
+        answer = b""
+        while chunk := conn.recv(65536):  # it closes the connection after this answer
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close" in head
+    assert json.loads(body)["sha256"] == hashlib.sha256(b"helloworld").hexdigest()
     assert store.proc.wait(timeout=10) == 0
-    conn.close()
 
 
 def test_unknown_service_is_refused() -> None:

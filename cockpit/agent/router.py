@@ -29,6 +29,11 @@ REPLAY_LIMIT = 1 << 20  # request bodies up to this size can be re-sent when a s
 # ones are closed before common keep-alive timeouts of local servers (uvicorn: 5 s) run out.
 IDLE_TTL = 4.0
 IDLE_MAX = 32  # idle channels kept per (service, port, session)
+# Channels opened ahead of need for every session ready to take them (intercept on or off):
+# a toggle's first requests then find one waiting instead of paying an open's round trip.
+WARM = 4
+WARM_AHEAD = 1.0  # seconds before IDLE_TTL at which a warm channel is replaced
+WARM_RETRY = 1.0  # seconds before another try when a session could not open one
 
 
 class Reader(Protocol):
@@ -109,6 +114,12 @@ def _write_all(writer: Writer, pending: list[bytes]) -> None:
     pending.clear()
 
 
+def _close_opened(task: asyncio.Future[tuple[Reader, Writer]]) -> None:
+    """A channel whose open completed after nobody wanted it any more."""
+    if not task.cancelled() and task.exception() is None:
+        task.result()[1].close()
+
+
 async def splice(a: tuple[Reader, Writer], b: tuple[Reader, Writer]) -> None:
     """Both directions until both end; a failure in one closes both."""
     tasks = [asyncio.ensure_future(pipe(a[0], b[1])), asyncio.ensure_future(pipe(b[0], a[1]))]
@@ -146,6 +157,9 @@ class Router:
         self._conns: set[asyncio.Task[None]] = set()
         self._addresses: dict[str, tuple[str, float]] = {}
         self._idle: dict[tuple[str, int, str], list[tuple[float, Upstream]]] = {}
+        self._warm: set[tuple[str, int, str]] = set()
+        self._warming: dict[tuple[str, int, str], asyncio.Task[None]] = {}
+        self._warm_retry: dict[tuple[str, int, str], float] = {}
 
     def ports_in_use(self) -> set[int]:
         return {p for s in self.services.values() for p in s.ports.values()}
@@ -186,8 +200,9 @@ class Router:
     async def aclose(self) -> None:
         for service in list(self.services):
             await self.close(service)
-        for t in list(self._conns):
+        for t in [*self._conns, *self._warming.values()]:
             t.cancel()
+        self._warm.clear()
         self.prune_idle(float("inf"))
 
     # ------------------------------------------------------------- idle session channels
@@ -207,6 +222,7 @@ class Router:
         """Keep ``up`` for the next client connection; False when it cannot serve one."""
         if (
             up.target is None  # the original pods: kube-proxy balances per connection
+            or (service, port, up.target) not in self._warm  # released, or the session left
             or up.conn.our_state is not h11.IDLE
             or up.conn.their_state is not h11.IDLE
             or up.reader.at_eof()
@@ -232,6 +248,78 @@ class Router:
         if not self.park(service, port, fresh):
             fresh.close()
         return True
+
+    def idle_count(self, service: str, port: int, session: str) -> int:
+        """Open channels to ``session`` waiting for a client connection of ``service:port``."""
+        return len(self._idle.get((service, port, session), ()))
+
+    def keep_warm(self, service: str, port: int, session: str) -> None:
+        """Keep WARM channels to ``session`` open for ``service:port`` from now on."""
+        self._warm.add((service, port, session))
+
+    def stop_warm(self, session: str, service: str | None = None) -> None:
+        """No more warm channels to ``session`` (for ``service``, or any); its idle ones go."""
+        for key in [k for k in self._warm | set(self._idle) if k[2] == session]:
+            if service is not None and key[0] != service:
+                continue
+            self._warm.discard(key)
+            self._warm_retry.pop(key, None)
+            task = self._warming.pop(key, None)
+            if task is not None:
+                task.cancel()
+            for _, up in self._idle.pop(key, []):
+                up.close()
+
+    def warm_up(self, now: float) -> None:
+        """Top up the warm channels at loop time ``now`` (in the background)."""
+        for key in self._warm:
+            if key in self._warming or self._warm_retry.get(key, 0.0) > now:
+                continue
+            if key[0] not in self.services:
+                continue
+            stack = self._idle.get(key, ())
+            ready = sum(
+                1
+                for since, up in stack
+                if now - since < IDLE_TTL - WARM_AHEAD and not up.reader.at_eof()
+            )
+            if ready < WARM:
+                task = asyncio.create_task(self._open_warm(key, WARM - ready))
+                self._warming[key] = task
+
+    async def _open_warm(self, key: tuple[str, int, str], n: int) -> None:
+        service, port, session = key
+        opens = [
+            asyncio.ensure_future(
+                asyncio.wait_for(
+                    self.links.open_reverse(session, service, port, ("", 0)),
+                    self.open_timeout * 2,
+                )
+            )
+            for _ in range(n)
+        ]
+        try:
+            for opened in asyncio.as_completed(opens):
+                try:
+                    r, w = await opened
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # The local process is down, or the session went away: the request path
+                    # falls back to the original pods by itself; try again in a while.
+                    log.debug("no warm channel to %s for %s: %r", session, service, exc)
+                    self._warm_retry[key] = asyncio.get_running_loop().time() + WARM_RETRY
+                    continue
+                up = Upstream(session, r, w, fresh=False)
+                if not self.park(service, port, up):
+                    up.close()
+        finally:
+            for task in opens:
+                if not task.done():
+                    task.cancel()
+                    task.add_done_callback(_close_opened)
+            if self._warming.get(key) is asyncio.current_task():
+                del self._warming[key]
 
     def prune_idle(self, now: float) -> None:
         """Close idle channels older than IDLE_TTL at loop time ``now``."""
@@ -381,20 +469,24 @@ class HttpRouting:
                 continue
             return event
 
-    async def _upstream(self, target: str | None) -> Upstream:
-        up = self.pool.get(target)
+    async def _upstream(self, target: str | None, reuse: bool = True) -> Upstream:
+        """This connection's stream to ``target``: the one it used last, a channel kept
+        open for the session, or a new one (always a new one when not ``reuse``)."""
+        up = self.pool.get(target) if reuse else None
         if up is not None and (up.reader.at_eof() or up.conn.our_state is not h11.IDLE):
             up.close()  # the far side closed its keep-alive connection meanwhile
             del self.pool[target]
             up = None
-        if up is None and target is not None:
+        if up is None and target is not None and reuse:
             up = self.router.take_idle(self.service, self.port, target)
         if up is None:
             up = await self.router._connect(self.service, self.port, target, self.peer)
-            old = self.pool.pop(up.target, None)
-            if old is not None:
-                old.close()
-            self.pool[up.target] = up
+        # Whatever it came from, it is this connection's now: parked again (or closed) when
+        # the client connection ends.
+        old = self.pool.pop(up.target, None)
+        if old is not None and old is not up:
+            old.close()
+        self.pool[up.target] = up
         return up
 
     async def _exchange(self, request: h11.Request) -> bool:
@@ -442,14 +534,16 @@ class HttpRouting:
             log.info("%s: upstream %s failed before answering: %r", self.service, up.target, exc)
             answered = None
         if answered is None:
-            # Nothing reached the client yet: send the request once more on a fresh
-            # connection, decided anew (a session that dropped has no claims any more).
+            # Nothing reached the client yet: send the request once more.
             self.pool.pop(up.target, None)
             up.close()
             if not complete or body_size > REPLAY_LIMIT:
                 self._reply_error(502, f"upstream {up.target or 'origin'} failed")
                 return False
-            up = await self._upstream(self.router.table.route_request(self.service, head.headers))
+            # Decided anew (a session that dropped has no claims any more), on a new stream:
+            # another kept-alive channel may have gone stale the same way.
+            target = self.router.table.route_request(self.service, head.headers)
+            up = await self._upstream(target, reuse=False)
             try:
                 up.writer.write(up.conn.send(head))
                 for chunk in body:

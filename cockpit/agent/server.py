@@ -64,17 +64,22 @@ class AgentConfig:
 
 class _ReverseListener(asyncssh.SSHListener):
     """Accepts a session's tcpip-forward request without listening anywhere: the agent's own
-    per-Service listeners decide when to open channels back to the session."""
+    per-Service listeners decide when to open channels back to the session. While it stands,
+    the router keeps a few channels to the session open ahead of need."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, router: Router, service: str, port: int, session: str) -> None:
         super().__init__()
+        self._router = router
+        self._service = service
         self._port = port
+        self._session = session
+        router.keep_warm(service, port, session)
 
     def get_port(self) -> int:
         return self._port
 
     def close(self) -> None:
-        pass
+        self._router.stop_warm(self._session, self._service)
 
     async def wait_closed(self) -> None:
         pass
@@ -116,7 +121,7 @@ class _Connection(asyncssh.SSHServer):
         self.agent.session_connected(self.session, self.conn)
 
     def server_requested(self, listen_host: str, listen_port: int) -> asyncssh.SSHListener:
-        return _ReverseListener(listen_port)
+        return _ReverseListener(self.agent.router, listen_host, listen_port, self.session)
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
@@ -266,6 +271,7 @@ class Agent:
         if self.conns.get(session) is not conn:
             return
         del self.conns[session]
+        self.router.stop_warm(session)
         dropped = self.table.release_session(session)
         self.leases.disconnect(session, time.monotonic())
         log.info(
@@ -308,7 +314,9 @@ class Agent:
                 log.exception("housekeeping failed")
 
     async def _tick(self, now: float) -> None:
-        self.router.prune_idle(asyncio.get_running_loop().time())
+        loop_now = asyncio.get_running_loop().time()
+        self.router.prune_idle(loop_now)
+        self.router.warm_up(loop_now)
         expired, due = self.leases.expire(now, self.settings.grace)
         if expired:
             log.info("sessions %s gone for the grace period", ", ".join(expired))
@@ -468,6 +476,7 @@ class Agent:
         """The session is done with ``service``; the last holder out restores it."""
         service = str(request["service"])
         self.table.release(service, session)
+        self.router.stop_warm(session, service)
         last = self.leases.drop(service, session, time.monotonic())
         restored = await self._restore(service) if last else False
         return {"restored": restored}

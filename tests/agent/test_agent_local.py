@@ -16,6 +16,7 @@ import asyncssh
 import pytest
 
 from cockpit.adapters.ssh import AgentLink, new_client_key, public_openssh
+from cockpit.agent.router import WARM
 from cockpit.core.intercept import ServicePort, intercept_patch, intercept_record
 from cockpit.errors import InterceptError, TunnelError
 from tests.agent.conftest import AgentFactory, App, Harness, Http, RecordingCluster, who
@@ -266,6 +267,87 @@ class _Collect(asyncio.Protocol):
 
 def _service(name: str, ip: str, port: int) -> dict[str, Any]:
     return {"metadata": {"name": name}, "spec": {"clusterIP": ip, "ports": [{"port": port}]}}
+
+
+# ------------------------------------------------------------------------- session channels
+
+
+def connections_to(port: int) -> int:
+    """ESTABLISHED TCP connections whose local end is 127.0.0.1:``port`` (from /proc/net/tcp)."""
+    count = 0
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            host, _, hex_port = fields[1].partition(":")
+            if host == "0100007F" and int(hex_port, 16) == port and fields[3] == "01":
+                count += 1
+    return count
+
+
+async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_channels_to_the_session_are_reused_not_leaked(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    h = await make_agent()
+    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+    link = await intercept(h, "me", local, mode="global")
+    for _ in range(30):  # one new client connection each, as most in-cluster callers do
+        assert await who(agent_port(h)) == "local/laptop"
+    # Each client connection borrowed a channel (its own connection to the local process)
+    # and gave it back: the open ones are the warm few, not one per client connection.
+    await eventually(lambda: connections_to(local.port) <= WARM + 1)
+    await link.aclose()
+
+
+async def test_warm_channels_wait_for_a_toggle_and_go_with_the_reservation(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    h = await make_agent()
+    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+    link = await intercept(h, "me", local, mode=None)  # reserved and exposed, intercept off
+    router = h.agent.router
+    await eventually(lambda: router.idle_count("store", 8080, "me") == WARM)
+    assert connections_to(local.port) == WARM  # each one already connected to the process
+    on_request_path: list[tuple[str, int]] = []
+    open_reverse = h.agent.open_reverse
+
+    async def recording(
+        session: str, service: str, port: int, peer: tuple[str, int]
+    ) -> tuple[Any, Any]:
+        if peer[0]:  # warm-ups open with no client address; a client's request has one
+            on_request_path.append(peer)
+        return await open_reverse(session, service, port, peer)
+
+    h.agent.open_reverse = recording  # type: ignore[method-assign]
+    await link.route("store", "global", True)
+    assert await who(agent_port(h)) == "local/laptop"
+    assert on_request_path == []  # the first request after the toggle found a channel open
+    await link.release("store")
+    assert router.idle_count("store", 8080, "me") == 0
+    await eventually(lambda: connections_to(local.port) == 0)
+    await link.aclose()
+
+
+async def test_a_lost_session_keeps_no_warm_channels(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    h = await make_agent()
+    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+    link = await intercept(h, "me", local, mode=None)
+    await eventually(lambda: h.agent.router.idle_count("store", 8080, "me") == WARM)
+    link.abort()
+    await eventually(lambda: "me" not in h.agent.conns)
+    assert h.agent.router.idle_count("store", 8080, "me") == 0
+    await asyncio.sleep(0.3)  # several housekeeping ticks: none opens a channel again
+    assert h.agent.router.idle_count("store", 8080, "me") == 0
 
 
 async def test_outbound_direct_channel_reaches_a_service_of_the_namespace(

@@ -605,8 +605,12 @@ def _services_from_cluster(
     from cockpit.adapters.servicecatalog import KubeServiceCatalog, load_api_client
 
     kube = Kube.load(None, context, namespace)
-    catalog = KubeServiceCatalog(load_api_client(context))
     ns = namespace or kube.namespace
+    try:
+        kube.require_namespace(ns)  # a mistyped namespace is named as such, not as the service
+    finally:
+        kube.close()
+    catalog = KubeServiceCatalog(load_api_client(context))
     spec = asyncio.run(catalog.get(ns, service))  # NotFoundError: one line
     others = [s.name for s in asyncio.run(catalog.list(ns)) if s.name != service]
     targets = [p.target_port for p in spec.ports if isinstance(p.target_port, int)]

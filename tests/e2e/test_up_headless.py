@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from cockpit.errors import NotFoundError
 from tests.conftest import REPO, Cluster
 
 pytestmark = pytest.mark.cluster
@@ -132,3 +134,14 @@ def test_init_from_cluster_names_the_namespace_services(
         bad.stderr.strip()
         == f"cockpit: error: service 'apii' in namespace '{shared_shop}' not found"
     )
+    typo = subprocess.run(
+        [*args, "--namespace", "no-such-ns", "--from-cluster", "--force"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    context = yaml.safe_load(cluster.kubeconfig.read_text())["current-context"]
+    assert (typo.returncode, typo.stderr) == (
+        NotFoundError.exit_code,
+        f"cockpit: error: namespace 'no-such-ns' not found in context '{context}' "
+        "(kubectl get namespaces lists them)\n",
+    )
+    assert f'namespace: "{shared_shop}"' in (tmp_path / "cockpit.yaml").read_text()

@@ -13,6 +13,11 @@ Use::
 
 Changes that arrive while the consumer is busy are merged into the next batch (one entry
 per path, net effect only), so a slow consumer sees one batch, never a backlog.
+
+A ``leading`` watcher (hot reload) also reads inotify on the event loop (Linux), for the
+directories there at start: a save is seen the moment the file is closed, where watchfiles'
+thread hands a change over only after two of its 10 ms steps; watchfiles' reports from those
+directories are then the same changes again and are dropped.
 """
 
 from __future__ import annotations
@@ -22,13 +27,16 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import watchfiles
 
+from cockpit.adapters import inotify
+from cockpit.adapters.inotify import DirEvent, DirWatch
 from cockpit.core.watchrules import (
     ChangeKind,
     FileChange,
@@ -53,6 +61,10 @@ tool pauses (a busy machine); a single save keeps the short ``quiet``."""
 # (here, not in watchfiles) trail the files' changes by a few milliseconds at most.
 _STEP = 0.01
 _SURFACE = 0.02
+# Directories watched through inotify at most (beyond them, watchfiles alone), and how long
+# watchfiles' dropped reports are kept to be taken back if inotify overflows.
+MAX_INOTIFY_DIRECTORIES = 5_000
+_ECHO_SECONDS = 5.0
 
 _KINDS = {
     watchfiles.Change.added: ChangeKind.ADDED,
@@ -118,6 +130,10 @@ class FileWatcher:
         self._files: frozenset[str] = frozenset()  # paths given as files, watched via their dir
         self._error: BaseException | None = None
         self._on_change = on_change
+        self._inotify: DirWatch | None = None
+        self._file_parents: frozenset[str] = frozenset()  # inotify dirs watched for _files only
+        self._writing: set[str] = set()  # pending paths written to and not yet closed
+        self._echoes: deque[tuple[float, list[FileChange]]] = deque()  # dropped reports
 
     @property
     def pending(self) -> int:
@@ -140,6 +156,11 @@ class FileWatcher:
         files = [path for path in self.paths if os.path.isfile(path)]  # noqa: ASYNC240
         directories = [path for path in self.paths if path not in files]
         self._files = frozenset(files)
+        parents = sorted({os.path.dirname(path) for path in files})
+        if self.leading:
+            # Before watchfiles starts: a change it reports from these directories from then on
+            # has been seen by inotify already.
+            self._inotify = await asyncio.to_thread(self._open_inotify, directories, parents)
         watches = []
         if directories:
             watches.append(self._awatch(directories, self._counts, recursive=True))
@@ -147,12 +168,13 @@ class FileWatcher:
             # An editor that saves by renaming a new file over the old one leaves a watch on
             # the file itself following the old inode: watch its directory (not recursively)
             # and count the file's own changes only.
-            parents = sorted({os.path.dirname(path) for path in files})
             watches.append(self._awatch(parents, self._counts_file, recursive=False))
         self._pumps = [
             asyncio.create_task(self._run(changes), name=f"watch {self.root}")
             for changes in watches
         ]
+        if self._inotify is not None:
+            asyncio.get_running_loop().add_reader(self._inotify.fd, self._read_inotify)
         # awatch sets up its watches synchronously in its first step, before the first await:
         # once the pump tasks have taken that step, every later change is caught.
         await asyncio.sleep(0)
@@ -188,7 +210,8 @@ class FileWatcher:
             if self._pending:
                 now = loop.time()
                 few = len(self._pending) < BURST_SIZE
-                if self.leading and self._leading_now and few:
+                # (not while a file is half written: its close completes the save)
+                if self.leading and self._leading_now and few and not self._writing:
                     break
                 quiet = self.quiet if few else BURST_QUIET
                 due = min(
@@ -206,12 +229,14 @@ class FileWatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), timeout)
         pending, self._pending = self._pending, {}
+        self._writing.clear()
         return ChangeBatch(self.root, as_changes(pending), time.time())
 
     async def stop(self) -> None:
         """Stop watching (within ``quiet`` seconds); a waiting ``next_batch`` returns None."""
         self._stop.set()
         self._arrived.set()
+        self._close_inotify()
         pumps, self._pumps = self._pumps, []
         for pump in pumps:
             with contextlib.suppress(asyncio.CancelledError, SyncError):
@@ -245,15 +270,11 @@ class FileWatcher:
     async def _run(self, changes: AsyncIterator[set[tuple[watchfiles.Change, str]]]) -> None:
         try:
             async for raw in changes:
-                now = asyncio.get_running_loop().time()
-                if not self._pending:
-                    self._first_arrival = now
-                    self._leading_now = now - self._last_arrival >= self.quiet
-                self._last_arrival = now
-                self._pending = merge_changes(self._pending, self._net(raw))
-                self._arrived.set()
-                if self._on_change is not None:
-                    self._on_change(len(self._pending))
+                if self._inotify is not None:
+                    raw = self._unseen(raw)
+                    if not raw:
+                        continue
+                self._arrive(self._net(raw))
         except OSError as exc:
             # e.g. the inotify watch limit: say what to do about it.
             self._error = SyncError(
@@ -264,6 +285,121 @@ class FileWatcher:
             self._error = SyncError(f"watching {self.root} failed: {exc}")
         finally:
             self._arrived.set()
+
+    def _arrive(self, changes: Iterable[FileChange]) -> None:
+        now = asyncio.get_running_loop().time()
+        if not self._pending:
+            self._first_arrival = now
+            self._leading_now = now - self._last_arrival >= self.quiet
+        self._last_arrival = now
+        self._pending = merge_changes(self._pending, changes)
+        self._arrived.set()
+        if self._on_change is not None:
+            self._on_change(len(self._pending))
+
+    def _open_inotify(self, directories: Sequence[str], parents: Sequence[str]) -> DirWatch | None:
+        """inotify on ``directories`` and the subdirectories that count, and on ``parents``
+        (for the files in them); None where it is not available. Best effort: what it cannot
+        watch (the limit, a permission) is left to watchfiles."""
+        watch = DirWatch.open()
+        if watch is None:
+            return None
+        room = MAX_INOTIFY_DIRECTORIES
+        for top in directories:
+            for current, subdirs, _ in os.walk(top):
+                if room <= 0 or not watch.add(current):
+                    subdirs.clear()
+                    continue
+                room -= 1
+                subdirs[:] = [
+                    d
+                    for d in subdirs
+                    if self.rules.matches(self.relative(os.path.join(current, d)))
+                ]
+        recursive = watch.directories
+        for parent in parents:
+            if room > 0 and watch.add(parent):
+                room -= 1
+        self._file_parents = frozenset(parents) - recursive
+        return watch
+
+    def _close_inotify(self) -> None:
+        watch, self._inotify = self._inotify, None
+        if watch is not None:
+            with contextlib.suppress(RuntimeError, ValueError):  # the loop is closing
+                asyncio.get_running_loop().remove_reader(watch.fd)
+            watch.close()
+
+    def _unseen(
+        self, raw: set[tuple[watchfiles.Change, str]]
+    ) -> set[tuple[watchfiles.Change, str]]:
+        """watchfiles' report without what inotify saw already (its directory is watched)."""
+        assert self._inotify is not None
+        watches = self._inotify.watches
+        seen = {(change, path) for change, path in raw if watches(os.path.dirname(path))}
+        if seen:
+            now = asyncio.get_running_loop().time()
+            self._echoes.append((now, self._net(seen)))
+            while self._echoes and self._echoes[0][0] < now - _ECHO_SECONDS:
+                self._echoes.popleft()
+        return raw - seen
+
+    def _read_inotify(self) -> None:
+        watch = self._inotify
+        if watch is None:
+            return
+        try:
+            events = watch.read()
+        except (inotify.Overflow, OSError):
+            # Events were lost: watchfiles alone from now on, and what it reported lately
+            # from inotify's directories counts again.
+            self._close_inotify()
+            echoes = [change for _, changes in self._echoes for change in changes]
+            self._echoes.clear()
+            if echoes:
+                self._arrive(echoes)
+            return
+        closed = False
+        changes = []
+        for event in events:
+            if event.mask & inotify.IN_CLOSE_WRITE:
+                rel = self.relative(event.path)
+                closed = closed or rel in self._writing
+                self._writing.discard(rel)
+            elif change := self._change(watch, event):
+                changes.append(change)
+        if changes:
+            self._arrive(changes)
+        elif closed:
+            self._arrived.set()  # a half-written save is complete: it may go out now
+
+    def _change(self, watch: DirWatch, event: DirEvent) -> FileChange | None:
+        mask, path = event.mask, event.path
+        if mask & (inotify.IN_MOVE_SELF | inotify.IN_DELETE_SELF):
+            watch.forget(path)  # its parent's watch reports the move or deletion
+            return None
+        if mask & inotify.IN_MOVED_FROM and event.is_dir:
+            watch.forget(path)  # its watches would report under the old path
+        if os.path.dirname(path) in self._file_parents:
+            counts = path in self._files and self.rules.matches(self.relative(path))
+        else:
+            counts = self.rules.matches(self.relative(path))
+        if not counts:
+            return None
+        rel = self.relative(path)
+        if mask & (inotify.IN_CREATE | inotify.IN_MOVED_TO):
+            if mask & inotify.IN_CREATE and not event.is_dir:
+                self._writing.add(rel)
+            return FileChange(ChangeKind.ADDED, rel)
+        if mask & (inotify.IN_DELETE | inotify.IN_MOVED_FROM):
+            self._writing.discard(rel)
+            return FileChange(ChangeKind.DELETED, rel)
+        if mask & inotify.IN_MODIFY:
+            self._writing.add(rel)
+            return FileChange(ChangeKind.MODIFIED, rel)
+        if mask & inotify.IN_ATTRIB:
+            return FileChange(ChangeKind.MODIFIED, rel)
+        return None
 
     def _net(self, raw: set[tuple[watchfiles.Change, str]]) -> list[FileChange]:
         """One change per path of an (unordered) watchfiles batch, in path order."""

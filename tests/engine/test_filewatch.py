@@ -33,11 +33,12 @@ async def test_a_write_after_start_is_one_batch_with_a_relative_path(tmp_path: P
     assert batch.absolute(batch.changes[0]) == str(tmp_path / "src" / "app.py")
 
 
-async def test_ignored_paths_never_make_a_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("leading", [False, True])  # watchfiles alone; inotify too
+async def test_ignored_paths_never_make_a_batch(tmp_path: Path, leading: bool) -> None:
     (tmp_path / ".git").mkdir()
     (tmp_path / "gen").mkdir()
     rules = WatchRules.of(["gen/"])
-    async with FileWatcher(tmp_path, ["."], rules=rules) as watcher:
+    async with FileWatcher(tmp_path, ["."], rules=rules, leading=leading) as watcher:
         (tmp_path / ".git" / "index").write_text("x")
         (tmp_path / ".app.py.swp").write_text("x")
         (tmp_path / "gen" / "out.py").write_text("x")
@@ -102,11 +103,12 @@ async def test_an_editor_save_by_rename_is_a_modification(tmp_path: Path) -> Non
     assert "app.py.tmp-save" not in kinds or kinds["app.py.tmp-save"] is ChangeKind.DELETED
 
 
-async def test_a_single_file_saved_by_rename_again_and_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("leading", [False, True])
+async def test_a_single_file_saved_by_rename_again_and_again(tmp_path: Path, leading: bool) -> None:
     target = tmp_path / "app.py"
     target.write_text("0")
     (tmp_path / "other.py").write_text("x")
-    async with FileWatcher(tmp_path, ["app.py"]) as watcher:
+    async with FileWatcher(tmp_path, ["app.py"], leading=leading) as watcher:
         for i in range(1, 4):  # a watch on the file itself would lose it after the first
             (tmp_path / "other.py").write_text(str(i))  # not watched: never in a batch
             tmp = tmp_path / f"app.py.save{i}"
@@ -176,3 +178,52 @@ async def test_leading_makes_a_burst_one_batch_or_a_save_and_the_rest(tmp_path: 
             seen += len((await next_batch(watcher)).changes)
         assert seen == 1_000
         assert watcher.pending == 0
+
+
+async def test_leading_a_save_is_one_batch_and_watchfiles_does_not_repeat_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "pkg").mkdir()
+    async with FileWatcher(tmp_path, ["."], quiet=0.05, leading=True) as watcher:
+        (tmp_path / "pkg" / "app.py").write_text("A = 1\n")
+        first = await next_batch(watcher)
+        assert first.paths() == ["pkg/app.py"]
+        # watchfiles reports the same save a few steps later: it is not a second batch
+        late = asyncio.ensure_future(watcher.next_batch())
+        await asyncio.sleep(0.5)
+        assert not late.done() and watcher.pending == 0
+        late.cancel()
+
+
+async def test_leading_a_half_written_file_goes_out_when_it_is_closed(tmp_path: Path) -> None:
+    quiet = 5.0
+    async with FileWatcher(tmp_path, ["."], quiet=quiet, leading=True) as watcher:
+        with (tmp_path / "big.py").open("w") as file:
+            file.write("A = 1\n")
+            file.flush()
+            batch = asyncio.ensure_future(watcher.next_batch())
+            await asyncio.sleep(0.3)
+            assert not batch.done()  # the editor is still writing
+            assert watcher.pending == 1
+            file.write("B = 2\n")
+        t0 = time.monotonic()
+        got = await asyncio.wait_for(batch, WITHIN)
+        assert got is not None and got.paths() == ["big.py"]
+        assert time.monotonic() - t0 < quiet  # the close completed it: no quiet time
+
+
+async def test_leading_a_directory_made_after_start_is_watched_too(tmp_path: Path) -> None:
+    async with FileWatcher(tmp_path, ["."], quiet=0.2, leading=True) as watcher:
+        (tmp_path / "new").mkdir()
+        assert (await next_batch(watcher)).paths() == ["new"]
+        (tmp_path / "new" / "mod.py").write_text("x")  # watchfiles' watch, not inotify's
+        assert (await next_batch(watcher)).paths() == ["new/mod.py"]
+        renamed = tmp_path / "moved"
+        (tmp_path / "new").rename(renamed)
+        paths: set[str] = set()
+        while "moved" not in paths:
+            paths.update((await next_batch(watcher)).paths())
+        (renamed / "mod.py").write_text("y")
+        paths = set()
+        while "moved/mod.py" not in paths:
+            paths.update((await next_batch(watcher)).paths())

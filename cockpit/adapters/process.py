@@ -27,8 +27,8 @@ PROBE_HOSTS = ("127.0.0.1", "::1")
 # While a stopping process still listens on its port, look again this often: a few ms at
 # first (a graceful server closes its listener at once), then more slowly for one that keeps
 # it until exit (it may take the whole stop timeout).
-RELEASE_POLL_SECONDS = (0.003, 0.05)
-RELEASE_FAST_SECONDS = 0.3
+RELEASE_POLL_SECONDS = (0.001, 0.05)
+RELEASE_FAST_SECONDS = 0.1
 
 
 class LocalProcess:

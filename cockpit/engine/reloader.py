@@ -178,15 +178,24 @@ class LocalReloader:
             self._bus.say(f"{service}: the changes were undone; starting it again")
         halt, self._halt = self._halt, None
         reload_command = self._settings.reload
+        # Meanwhile the old process stops: the stale bytecode goes while it does.
+        dropping = None
+        if reload_command is None:
+            dropping = asyncio.create_task(asyncio.to_thread(drop_stale_bytecode, batch))
         try:
             if halt is not None:
                 await halt  # the early stop ends before the start
             if reload_command is not None:
                 failure = await self._run_reload_command(reload_command)
             else:
-                failure = await self._restart(batch)
+                assert dropping is not None
+                await dropping
+                failure = await self._restart()
         except CockpitError as exc:  # e.g. a before_start hook failed, the port is taken
             failure = (exc.one_line(), exc.one_line(), True)
+        finally:
+            if dropping is not None and not dropping.done():
+                dropping.cancel()
         took = self._clock() - started
         if failure is not None:
             reason, detail, alert = failure
@@ -200,9 +209,8 @@ class LocalReloader:
             size=await asyncio.to_thread(_changed_bytes, batch),
         )
 
-    async def _restart(self, batch: ChangeBatch) -> Failure | None:
+    async def _restart(self) -> Failure | None:
         supervisor = self._supervisor
-        await asyncio.to_thread(drop_stale_bytecode, batch)
         await supervisor.restart()
         service = supervisor.service
         within = service.ready_timeout if service.port is not None else START_SETTLE_SECONDS

@@ -515,15 +515,12 @@ def main() -> int:
         log.error(f"cannot listen on {settings.bind}:{settings.port}: {exc}")
         return 1
 
-    received: list[int] = []
-
-    def stop(signum: int, _frame: Any) -> None:
-        # Only note it: the handler may interrupt this thread inside a write to stdout.
-        received.append(signum)
-        shop.stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # SIGTERM and SIGINT are taken by this thread's sigwait below, never by a handler: a
+    # process-directed signal may land on any thread, and a handler would then wait for the
+    # main thread to run Python code, which it does not while it blocks. Threads started
+    # from here on inherit the mask.
+    stops = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
 
     host = f"[{settings.bind}]" if ":" in settings.bind else settings.bind
     upstream = f" upstream={settings.upstream_url}" if settings.upstream_url else ""
@@ -538,8 +535,9 @@ def main() -> int:
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="serve", daemon=True
     )
     serving.start()
-    shop.stopping.wait()  # the signal handler runs on this thread and ends the wait
-    log.info(f"received {signal.Signals(received[0]).name}, shutting down")
+    signum = signal.sigwait(stops)
+    shop.stopping.set()
+    log.info(f"received {signal.Signals(signum).name}, shutting down")
     # Gracefully, as a server behind a load balancer or a hot reload should: stop accepting
     # first (the port is free for the next instance at once), then finish what is in flight.
     stop_listening(server)

@@ -160,6 +160,7 @@ class Router:
         self._warm: set[tuple[str, int, str]] = set()
         self._warming: dict[tuple[str, int, str], asyncio.Task[None]] = {}
         self._warm_retry: dict[tuple[str, int, str], float] = {}
+        self._checks: dict[str, asyncio.Task[bool]] = {}
 
     def ports_in_use(self) -> set[int]:
         return {p for s in self.services.values() for p in s.ports.values()}
@@ -200,7 +201,7 @@ class Router:
     async def aclose(self) -> None:
         for service in list(self.services):
             await self.close(service)
-        for t in [*self._conns, *self._warming.values()]:
+        for t in [*self._conns, *self._warming.values(), *self._checks.values()]:
             t.cancel()
         self._warm.clear()
         self.prune_idle(float("inf"))
@@ -320,6 +321,14 @@ class Router:
                     task.add_done_callback(_close_opened)
             if self._warming.get(key) is asyncio.current_task():
                 del self._warming[key]
+
+    def check_session(self, service: str, port: int, session: str) -> None:
+        """``session_answers`` in the background, one check per session at a time."""
+        if session in self._checks:
+            return
+        task = asyncio.ensure_future(self.session_answers(service, port, session))
+        self._checks[session] = task
+        task.add_done_callback(lambda _: self._checks.pop(session, None))
 
     def prune_idle(self, now: float) -> None:
         """Close idle channels older than IDLE_TTL at loop time ``now``."""
@@ -621,16 +630,17 @@ class HttpRouting:
     async def _first_answer(self, up: Upstream) -> bytes:
         """The first bytes of an answer on a kept-alive channel to a session. A slow answer
         is fine, a frozen session is not: when the answer takes a while, the session has to
-        confirm a new channel (kept for later) or is dropped, which ends this one with b""."""
+        confirm a new channel (kept for later) or is dropped, which ends this one with b"".
+        A timer, not a task per request: most answers come long before it fires."""
         assert up.target is not None
-        reading = asyncio.ensure_future(up.reader.read(CHUNK))
+        check = asyncio.get_running_loop().call_later(
+            self.router.open_timeout / 10, self.router.check_session,
+            self.service, self.port, up.target,
+        )  # fmt: skip
         try:
-            done, _ = await asyncio.wait({reading}, timeout=self.router.open_timeout / 10)
-            if not done:
-                await self.router.session_answers(self.service, self.port, up.target)
-            return await reading
+            return await up.reader.read(CHUNK)
         finally:
-            reading.cancel()
+            check.cancel()
 
     async def _switch_protocols(self, up: Upstream) -> None:
         """After a 101 (WebSocket and friends) both sides speak something else: splice."""

@@ -8,10 +8,10 @@ cockpit.yaml's default watch settings (so the default debounce is what is measur
 Baseline ("a bare start"): spawn the same command with the same environment and time until
 GET /healthz answers 200; then SIGTERM it. Measured: write a changed app.py (the /healthz text
 carries a counter) and time from the write until GET /healthz answers with the new text;
-that covers noticing the change, the debounce, stopping the old process (its graceful
-SIGTERM shutdown included) and starting the new one. Both are polled by the same client
-every 5 ms from a thread. Median of ``ROUNDS`` of each, alternated so that load on the
-machine hits both alike.
+that covers noticing the change, the debounce, stopping the old process (until it no longer
+listens on the port: the shop closes its listener first on SIGTERM) and starting the new
+one. Both are polled by the same client every 5 ms from a thread. Median of ``ROUNDS`` of
+each, alternated so that load on the machine hits both alike.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def main() -> None:
             seen_ms, stopped_ms, up_ms = (phase * 1000 for phase in split[-1])
             print(
                 f"round {version}: reload {reloads[-1] * 1000:.0f} ms "
-                f"(change seen {seen_ms:.0f} + old process gone, new one spawned "
+                f"(change seen {seen_ms:.0f} + old process off the port, new one spawned "
                 f"{stopped_ms:.0f} + new one serving {up_ms:.0f}), "
                 f"bare start {starts[-1] * 1000:.0f} ms"
             )
@@ -222,7 +222,7 @@ def main() -> None:
         f"bare start -> serving (median of {ROUNDS}): {baseline * 1000:.0f} ms "
         f"(min {min(starts) * 1000:.0f}, max {max(starts) * 1000:.0f})"
     )
-    names = ("change seen", "old process gone, new one spawned", "new one serving")
+    names = ("change seen", "old process off the port, new one spawned", "new one serving")
     for index, what in enumerate(names):
         median = statistics.median(phase[index] for phase in split)
         print(f"  of which {what}: median {median * 1000:.0f} ms")

@@ -207,31 +207,11 @@ async def test_an_edit_is_served_by_the_restarted_process(session: Session) -> N
     assert len(session.pids()) == 2  # the first process and the restarted one
 
 
-@pytest.mark.parametrize(
-    "session", ["    watch: {immediate: false}\n"], indirect=True
-)  # a burst whose first files trickle in may cost one leading reload with immediate on
-async def test_a_burst_of_a_thousand_changes_is_one_reload(session: Session) -> None:
+async def burst_reloads(session: Session, files: int) -> list[SyncChanged]:
+    """Write ``files`` assets and a new message.py at once; the reloads ("syncing") they made."""
+
     def burst() -> None:
-        for i in range(1_000):
-            (session.app / f"asset{i:04}.txt").write_text(str(i))
-        (session.app / "message.py").write_text('MESSAGE = "burst"\n')
-
-    await asyncio.to_thread(burst)
-    await session.serves("burst")
-    await session.until(lambda: session.syncs()[-1].state == "in-sync", "in-sync")
-    await asyncio.sleep(1.0)  # a second reload, if any, would have begun by now
-    assert [s.state for s in session.syncs()].count("syncing") == 1, [
-        (s.state, s.files, s.pending) for s in session.syncs()
-    ]
-    assert session.syncs()[-1].files == 1_001
-    assert len(session.pids()) == 2
-
-
-async def test_a_burst_with_the_immediate_reload_is_one_reload_and_at_most_one_more(
-    session: Session,
-) -> None:
-    def burst() -> None:
-        for i in range(300):
+        for i in range(files):
             (session.app / f"asset{i:04}.txt").write_text(str(i))
         (session.app / "message.py").write_text('MESSAGE = "burst"\n')
 
@@ -239,7 +219,23 @@ async def test_a_burst_with_the_immediate_reload_is_one_reload_and_at_most_one_m
     await session.serves("burst")
     await session.until(lambda: session.syncs()[-1].state == "in-sync", "in-sync")
     await asyncio.sleep(1.0)  # a further reload, if any, would have begun by now
-    reloads = [s for s in session.syncs() if s.state == "syncing"]
+    return [s for s in session.syncs() if s.state == "syncing"]
+
+
+@pytest.mark.parametrize(
+    "session", ["    watch: {immediate: false}\n"], indirect=True
+)  # a burst whose first files trickle in may cost one leading reload with immediate on
+async def test_a_burst_of_a_thousand_changes_is_one_reload(session: Session) -> None:
+    reloads = await burst_reloads(session, 1_000)
+    assert len(reloads) == 1, [(s.state, s.files, s.pending) for s in session.syncs()]
+    assert session.syncs()[-1].files == 1_001
+    assert len(session.pids()) == 2
+
+
+async def test_a_burst_with_the_immediate_reload_is_one_reload_and_at_most_one_more(
+    session: Session,
+) -> None:
+    reloads = await burst_reloads(session, 300)
     assert 1 <= len(reloads) <= 2, [(s.state, s.files, s.pending) for s in session.syncs()]
     assert sum(s.files for s in reloads) == 301  # every change reloaded once
     assert len(session.pids()) == 1 + len(reloads)

@@ -39,17 +39,26 @@ DELETE_ARGS_MAX = 64 * 1024
 BASE_TIMEOUT = 60.0
 MIN_RATE = 1024 * 1024  # bytes/s a push may not fall below before it counts as stuck
 
-# $1 remote dir, $2 "1" when a tar stream follows on stdin, $3 post_sync ("" = none), then
-# the paths to delete (relative to $1). Exit codes 90-93 say which step failed.
+# $1 remote dir, $2 the size of the tar stream that follows on stdin (0: none), $3 post_sync
+# ("" = none), then the paths to delete (relative to $1). Exit codes 90-93 say which step
+# failed. BusyBox tar reads to the end of its input, not to the end of the archive as GNU tar
+# does, and an exec's stdin cannot be closed over the websocket protocol before Kubernetes
+# 1.29: `head -c` hands tar exactly the stream (plain tar where there is no head).
 PUSH_SCRIPT = """\
-root=$1 untar=$2 post=$3
+root=$1 size=$2 post=$3
 shift 3
-if [ "$untar" = 1 ] && ! command -v tar >/dev/null 2>&1; then
+if [ "$size" != 0 ] && ! command -v tar >/dev/null 2>&1; then
   echo "cockpit-sync: tar: not found" >&2; exit 127
 fi
 mkdir -p -- "$root" && cd -- "$root" || exit 90
 if [ "$#" -gt 0 ]; then rm -rf -- "$@" || exit 91; fi
-if [ "$untar" = 1 ]; then tar -x -o -f - || exit 92; fi
+if [ "$size" != 0 ]; then
+  if command -v head >/dev/null 2>&1; then
+    head -c "$size" | tar -x -o -f - || exit 92
+  else
+    tar -x -o -f - || exit 92
+  fi
+fi
 if [ -n "$post" ]; then
   sh -c "$post" </dev/null 2>&1 || { echo "cockpit-sync: post_sync exited with $?" >&2; exit 93; }
 fi
@@ -363,7 +372,7 @@ class KubePodFiles:
             PUSH_SCRIPT,
             "cockpit-sync",
             remote_dir,
-            "1" if payload is not None else "0",
+            str(payload.size if payload is not None else 0),
             post_sync or "",
             *deletes,
         ]

@@ -41,9 +41,11 @@ def busybox_image() -> None:
     if not archive.exists():
         work = Path(tempfile.mkdtemp(prefix="cockpit-busybox-"))
         try:
-            subprocess.run(
-                ["apt-get", "download", "busybox-static"], cwd=work, check=True, capture_output=True
+            download = subprocess.run(
+                ["apt-get", "download", "busybox-static"], cwd=work, capture_output=True, text=True
             )
+            if download.returncode != 0:
+                pytest.skip(f"apt-get download busybox-static failed: {download.stderr.strip()}")
             (deb,) = work.glob("busybox-static_*.deb")
             subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "deb")], check=True)
             root = work / "root"

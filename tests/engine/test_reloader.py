@@ -4,6 +4,7 @@ real requests; edits, a burst of 1,000 files, a broken edit, a reload command.""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import sys
@@ -219,7 +220,11 @@ async def burst_reloads(session: Session, files: int) -> list[SyncChanged]:
     await session.serves("burst")
     await session.until(lambda: session.syncs()[-1].state == "in-sync", "in-sync")
     await asyncio.sleep(1.0)  # a further reload, if any, would have begun by now
-    return [s for s in session.syncs() if s.state == "syncing"]
+    syncs = session.syncs()
+    # A reload begins where the state turns to "syncing" (changes arriving during a reload
+    # are published with the same state and their pending count).
+    pairs = itertools.pairwise(syncs)
+    return [now for before, now in pairs if now.state == "syncing" != before.state]
 
 
 @pytest.mark.parametrize(

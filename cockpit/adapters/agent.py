@@ -355,7 +355,10 @@ class AgentCluster:
                     return AgentPod(pod_name, key)
             if polls % 10 == 0:
                 for pod in self.agent_pods():
-                    if pod["metadata"]["name"] not in skip:
+                    # A terminating pod is a removed agent going away (down, idle TTL), whose
+                    # container ended on purpose: not the new one failing to start.
+                    meta = pod["metadata"]
+                    if meta["name"] not in skip and not meta.get("deletionTimestamp"):
                         self._raise_if_stuck(pod)
                 self._raise_if_unschedulable()
             polls += 1

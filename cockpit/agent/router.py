@@ -58,8 +58,11 @@ class SessionLinks(Protocol):
     """Opens a reverse channel to a session's local process (SSH forwarded-tcpip)."""
 
     async def open_reverse(
-        self, session: str, service: str, port: int, peer: tuple[str, int]
-    ) -> tuple[Reader, Writer]: ...
+        self, session: str, service: str, port: int, peer: tuple[str, int], judge: bool = True
+    ) -> tuple[Reader, Writer]:
+        """A channel to ``session``'s local process; with ``judge``, a session that does not
+        confirm it in time is dropped as frozen."""
+        ...
 
 
 Origin = Callable[[str, int], tuple[str, int]]
@@ -293,7 +296,8 @@ class Router:
         opens = [
             asyncio.ensure_future(
                 asyncio.wait_for(
-                    self.links.open_reverse(session, service, port, ("", 0)),
+                    # Not a verdict on the session: keepalives and requests are.
+                    self.links.open_reverse(session, service, port, ("", 0), judge=False),
                     self.open_timeout * 2,
                 )
             )

@@ -282,7 +282,7 @@ class Agent:
         )
 
     async def open_reverse(
-        self, session: str, service: str, port: int, peer: tuple[str, int]
+        self, session: str, service: str, port: int, peer: tuple[str, int], judge: bool = True
     ) -> tuple[Reader, Writer]:
         conn = self.conns.get(session)
         if conn is None:
@@ -295,6 +295,8 @@ class Agent:
                 OPEN_TIMEOUT,
             )
         except TimeoutError:
+            if not judge:
+                raise
             # A session that cannot confirm a channel is frozen or cut off (keepalives would
             # tell the same a few seconds later): drop it now, so its traffic goes to the
             # original pods instead of waiting on it.

@@ -16,7 +16,8 @@ import asyncssh
 import pytest
 
 from cockpit.adapters.ssh import AgentLink, new_client_key, public_openssh
-from cockpit.agent.router import WARM
+from cockpit.agent.router import IDLE_TTL, WARM, WARM_AHEAD
+from cockpit.agent.server import OPEN_TIMEOUT
 from cockpit.core.intercept import ServicePort, intercept_patch, intercept_record
 from cockpit.errors import InterceptError, TunnelError
 from tests.agent.conftest import AgentFactory, App, Harness, Http, RecordingCluster, who
@@ -285,14 +286,6 @@ def connections_to(port: int) -> int:
     return count
 
 
-async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
-
-
 async def test_channels_to_the_session_are_reused_not_leaked(
     make_agent: AgentFactory, apps: Callable[..., App]
 ) -> None:
@@ -303,7 +296,7 @@ async def test_channels_to_the_session_are_reused_not_leaked(
         assert await who(agent_port(h)) == "local/laptop"
     # Each client connection borrowed a channel (its own connection to the local process)
     # and gave it back: the open ones are the warm few, not one per client connection.
-    await eventually(lambda: connections_to(local.port) <= WARM + 1)
+    await _until(lambda: connections_to(local.port) <= WARM + 1, 10)
     await link.aclose()
 
 
@@ -314,17 +307,17 @@ async def test_warm_channels_wait_for_a_toggle_and_go_with_the_reservation(
     local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
     link = await intercept(h, "me", local, mode=None)  # reserved and exposed, intercept off
     router = h.agent.router
-    await eventually(lambda: router.idle_count("store", 8080, "me") == WARM)
+    await _until(lambda: router.idle_count("store", 8080, "me") == WARM, 10)
     assert connections_to(local.port) == WARM  # each one already connected to the process
     on_request_path: list[tuple[str, int]] = []
     open_reverse = h.agent.open_reverse
 
     async def recording(
-        session: str, service: str, port: int, peer: tuple[str, int]
+        session: str, service: str, port: int, peer: tuple[str, int], judge: bool = True
     ) -> tuple[Any, Any]:
         if peer[0]:  # warm-ups open with no client address; a client's request has one
             on_request_path.append(peer)
-        return await open_reverse(session, service, port, peer)
+        return await open_reverse(session, service, port, peer, judge)
 
     h.agent.open_reverse = recording  # type: ignore[method-assign]
     await link.route("store", "global", True)
@@ -332,7 +325,7 @@ async def test_warm_channels_wait_for_a_toggle_and_go_with_the_reservation(
     assert on_request_path == []  # the first request after the toggle found a channel open
     await link.release("store")
     assert router.idle_count("store", 8080, "me") == 0
-    await eventually(lambda: connections_to(local.port) == 0)
+    await _until(lambda: connections_to(local.port) == 0, 10)
     await link.aclose()
 
 
@@ -342,9 +335,9 @@ async def test_a_lost_session_keeps_no_warm_channels(
     h = await make_agent()
     local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
     link = await intercept(h, "me", local, mode=None)
-    await eventually(lambda: h.agent.router.idle_count("store", 8080, "me") == WARM)
+    await _until(lambda: h.agent.router.idle_count("store", 8080, "me") == WARM, 10)
     link.abort()
-    await eventually(lambda: "me" not in h.agent.conns)
+    await _until(lambda: "me" not in h.agent.conns, 10)
     assert h.agent.router.idle_count("store", 8080, "me") == 0
     await asyncio.sleep(0.3)  # several housekeeping ticks: none opens a channel again
     assert h.agent.router.idle_count("store", 8080, "me") == 0
@@ -511,6 +504,26 @@ async def test_a_frozen_session_is_dropped_on_its_first_unanswered_channel(
     assert time.monotonic() - t0 < 1.5
     assert "me" not in h.agent.conns
     assert await who(port) == "cluster/store-origin"
+    freezer.close()
+    link.abort()
+
+
+async def test_a_stalled_session_is_not_dropped_for_a_warm_channel(
+    make_agent: AgentFactory, apps: Callable[..., App]
+) -> None:
+    """Warm-ups keep opening channels in the background; one the session is slow to confirm
+    is no verdict on it (keepalives and requests judge), so a stall leaves it connected."""
+    h = await make_agent(keepalive=30)
+    local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
+    freezer, link = await _frozen_intercept(h, local)
+    await _until(lambda: h.agent.router.idle_count("store", 8080, "me") == WARM, 10)
+    freezer.thawed.clear()
+    # Long enough for the warm channels to be replaced and those opens to time out.
+    await asyncio.sleep(IDLE_TTL - WARM_AHEAD + OPEN_TIMEOUT + 0.5)
+    assert "me" in h.agent.conns
+    freezer.thawed.set()
+    assert await who(agent_port(h)) == "local/laptop"
+    assert "me" in h.agent.conns
     freezer.close()
     link.abort()
 

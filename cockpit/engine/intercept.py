@@ -162,11 +162,22 @@ class InterceptSession:
         svc = await asyncio.to_thread(self.ops.read_service, self.service)  # before any write
         self._state("connecting")
         # The shadow Service does not need the agent: both start at once.
-        agent, shadow = await asyncio.gather(
+        setup = asyncio.gather(
             asyncio.to_thread(self.ops.ensure_agent, self.agent_timeout),
             asyncio.to_thread(self.ops.prepare_shadow, svc),
             return_exceptions=True,
         )
+        try:
+            agent, shadow = await asyncio.shield(setup)
+        except asyncio.CancelledError:
+            # A quit meanwhile: their threads run on regardless, so what they make must be
+            # given back once they are done, as after a failed start.
+            with contextlib.suppress(BaseException):
+                agent, shadow = await asyncio.shield(setup)
+                self._made_shadow = shadow is True
+                self.created_agent = not isinstance(agent, BaseException) and agent[1]
+                await asyncio.shield(self._abandon())
+            raise
         self._made_shadow = shadow is True
         try:
             if isinstance(agent, BaseException):

@@ -600,7 +600,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def _services_from_cluster(
     service: str, context: str | None, namespace: str | None
 ) -> tuple[str, int | None, list[str]]:
-    """(namespace, SERVICE's target port if numeric, every other service) from the cluster."""
+    """(namespace, SERVICE's container port, every other service) from the cluster."""
     from cockpit.adapters.kube import Kube
     from cockpit.adapters.servicecatalog import KubeServiceCatalog, load_api_client
 
@@ -614,7 +614,9 @@ def _services_from_cluster(
     spec = asyncio.run(catalog.get(ns, service))  # NotFoundError: one line
     others = [s.name for s in asyncio.run(catalog.list(ns)) if s.name != service]
     targets = [p.target_port for p in spec.ports if isinstance(p.target_port, int)]
-    port = targets[0] if targets else (spec.ports[0].port if spec.ports else None)
+    port = targets[0] if targets else asyncio.run(catalog.container_port(spec))
+    if port is None and spec.ports:  # a named targetPort and no ready pod to resolve it
+        port = spec.ports[0].port
     return ns, port, others
 
 

@@ -136,6 +136,23 @@ class KubeServiceCatalog:
             raise map_api_error(exc, f"services of namespace '{namespace}'") from exc
         return sorted((_service_spec(o) for o in result.items), key=lambda s: s.name)
 
+    async def container_port(self, spec: ServiceSpec) -> int | None:
+        """The container port behind the service's first port: its targetPort, or the port a
+        named one ("http") has in the ready pods; None when no ready pod says."""
+        if not spec.ports:
+            return None
+        first = spec.ports[0]
+        if isinstance(first.target_port, int):
+            return first.target_port
+        try:
+            endpoints = await asyncio.to_thread(
+                self.core.read_namespaced_endpoints, spec.name, spec.namespace, _request_timeout=15
+            )
+        except Exception as exc:
+            raise map_api_error(exc, f"endpoints of service '{spec.name}'") from exc
+        found = [b.ports[first.name] for b in ready_backends(endpoints) if first.name in b.ports]
+        return found[0] if found else None
+
     async def backends(
         self, namespace: str, names: Collection[str]
     ) -> AsyncIterator[Mapping[str, tuple[Backend, ...]]]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
 from cockpit.errors import NotFoundError
 from tests.conftest import REPO, Cluster
@@ -145,3 +146,34 @@ def test_init_from_cluster_names_the_namespace_services(
         "(kubectl get namespaces lists them)\n",
     )
     assert f'namespace: "{shared_shop}"' in (tmp_path / "cockpit.yaml").read_text()
+
+
+def test_init_from_cluster_resolves_a_named_target_port(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """Service port 80 -> targetPort "http" -> container port 8081: the local process listens
+    where the container does, so init writes 8081."""
+    from tests.e2e.cluster.cluster_env import deploy, python_deployment
+
+    front = python_deployment("front", "import time; time.sleep(3600)")
+    front["spec"]["template"]["spec"]["containers"][0]["ports"] = [
+        {"name": "http", "containerPort": 8081}
+    ]
+    service = {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "front"},
+        "spec": {"selector": {"app": "front"}, "ports": [{"port": 80, "targetPort": "http"}]},
+    }  # fmt: skip
+    deploy(cluster.api(), namespace, front, service)
+    core = client.CoreV1Api(cluster.api())
+    for _ in range(240):  # until a ready pod gives the name its port
+        subsets = core.read_namespaced_endpoints("front", namespace).subsets or []
+        if any(s.addresses for s in subsets):
+            break
+        time.sleep(0.25)
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
+    done = subprocess.run(
+        [str(COCKPIT), "init", "--service", "front", "--namespace", namespace, "--from-cluster"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "    port: 8081\n" in (tmp_path / "cockpit.yaml").read_text()

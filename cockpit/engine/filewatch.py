@@ -68,6 +68,9 @@ _STEP_BEHIND_INOTIFY = 0.05
 # watchfiles' dropped reports are kept to be taken back if inotify overflows.
 MAX_INOTIFY_DIRECTORIES = 5_000
 _ECHO_SECONDS = 5.0
+# ``on_change`` at once for the first change, then at most this often: inotify hands over a
+# burst a few events at a time, and every call may be an event for the UI.
+_ON_CHANGE_EVERY = _SURFACE
 
 _KINDS = {
     watchfiles.Change.added: ChangeKind.ADDED,
@@ -137,6 +140,8 @@ class FileWatcher:
         self._file_parents: frozenset[str] = frozenset()  # inotify dirs watched for _files only
         self._writing: set[str] = set()  # pending paths written to and not yet closed
         self._echoes: deque[tuple[float, list[FileChange]]] = deque()  # dropped reports
+        self._told_at = -math.inf  # loop time of the last on_change call
+        self._telling: asyncio.TimerHandle | None = None  # a deferred on_change call
 
     @property
     def pending(self) -> int:
@@ -234,6 +239,7 @@ class FileWatcher:
                 await asyncio.wait_for(self._arrived.wait(), timeout)
         pending, self._pending = self._pending, {}
         self._writing.clear()
+        self._cancel_telling()  # the count it would report is gone with the batch
         return ChangeBatch(self.root, as_changes(pending), time.time())
 
     async def stop(self) -> None:
@@ -241,6 +247,7 @@ class FileWatcher:
         self._stop.set()
         self._arrived.set()
         self._close_inotify()
+        self._cancel_telling()
         pumps, self._pumps = self._pumps, []
         for pump in pumps:
             with contextlib.suppress(asyncio.CancelledError, SyncError):
@@ -298,8 +305,24 @@ class FileWatcher:
         self._last_arrival = now
         self._pending = merge_changes(self._pending, changes)
         self._arrived.set()
+        if self._on_change is None or self._telling is not None:
+            return  # a call is due soon and reads the count then
+        wait = self._told_at + _ON_CHANGE_EVERY - now
+        if wait <= 0:
+            self._tell()
+        else:
+            self._telling = asyncio.get_running_loop().call_later(wait, self._tell)
+
+    def _tell(self) -> None:
+        self._telling = None
+        self._told_at = asyncio.get_running_loop().time()
         if self._on_change is not None:
             self._on_change(len(self._pending))
+
+    def _cancel_telling(self) -> None:
+        telling, self._telling = self._telling, None
+        if telling is not None:
+            telling.cancel()
 
     def _open_inotify(self, directories: Sequence[str], parents: Sequence[str]) -> DirWatch | None:
         """inotify on ``directories`` and the subdirectories that count, and on ``parents``

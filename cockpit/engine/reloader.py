@@ -94,6 +94,7 @@ class LocalReloader:
             leading=settings.immediate,
         )
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._lock = asyncio.Lock()  # one reload at a time
         self._busy = False
         # The early stop of the old process, begun at the first change (see _changes_arrived).
@@ -119,6 +120,7 @@ class LocalReloader:
 
     async def stop(self) -> None:
         """Stop watching; a reload in progress is cancelled (the supervisor's stop ends it)."""
+        self._stopping = True  # changes still arriving start no halt or revive
         tasks = [self._task, self._revive, self._halt]
         self._task = self._revive = self._halt = None
         for task in tasks:
@@ -142,6 +144,8 @@ class LocalReloader:
 
     def _changes_arrived(self, pending: int) -> None:
         """New changes merged in the watcher, not yet a batch (the debounce is running)."""
+        if self._stopping:
+            return
         if self._busy:  # they wait for the reload in progress; the pane shows the queue
             self._publish(self._last.state, pending=pending)
             return

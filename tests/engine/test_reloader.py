@@ -4,6 +4,7 @@ real requests; edits, a burst of 1,000 files, a broken edit, a reload command.""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import itertools
 import os
 import socket
@@ -53,11 +54,11 @@ DRAINING_SERVER = (
     + """\
 import pathlib, signal, socket, threading, time
 server = http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
-stopping = threading.Event()
-signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+# SIGTERM waits for sigwait (a handler could run on the serving thread and be missed).
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 threading.Thread(target=server.serve_forever, daemon=True).start()
 print("serving", MESSAGE, flush=True)
-stopping.wait()
+signal.sigwait({signal.SIGTERM})
 server.socket.shutdown(socket.SHUT_RDWR)
 server.shutdown()
 server.server_close()
@@ -101,8 +102,8 @@ def get(port: int) -> str | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
             return str(resp.read().decode())
-    except (OSError, urllib.error.URLError):
-        return None
+    except (OSError, urllib.error.URLError, http.client.HTTPException):
+        return None  # not listening, or a process going away mid-answer
 
 
 def server_app(

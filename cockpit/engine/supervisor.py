@@ -167,6 +167,8 @@ class LocalSupervisor:
         """Stop (gracefully) and start again, now; the new pid. The new process starts as
         soon as the old one no longer listens on the port, while it finishes its requests."""
         async with self._lock:
+            if self._closing:
+                return None  # stopped: nothing may start again
             await self._end_life(early=True)
             self._restarts += 1
             self._backoff.reset()
@@ -183,6 +185,8 @@ class LocalSupervisor:
         ``restart``: a hot reload stops stale code while it waits for the edits to settle.
         Returns once the port is free; the old process may still be finishing its requests."""
         async with self._lock:
+            if self._closing:
+                return
             await self._end_life(early=True)
             self._set_status(ProcessStatus.STOPPED)
 

@@ -19,6 +19,7 @@ from cockpit.adapters.podsync import KubePodFiles, PodContainer, build_tar, scan
 from cockpit.core.syncplan import SyncRoots, plan_sync
 from tests.conftest import Cluster, make_namespace
 from tests.e2e.sync.conftest import _container, pod_manifest, run_in, wait_ready
+from tests.e2e.sync.test_sync_pods import tree
 
 pytestmark = pytest.mark.cluster
 
@@ -98,12 +99,7 @@ async def test_busybox_tar_takes_a_tree_a_rename_and_a_deletion(
     namespace, pod = busybox_pod
     api = cluster.api()
     assert "BusyBox" in run_in(api, namespace, pod, "tar --help; true")  # not GNU tar
-    src = tmp_path / "src"
-    (src / "sub" / "deeper").mkdir(parents=True)
-    (src / "index.html").write_text("<h1>hi</h1>\n")
-    (src / "sub" / "run.sh").write_text("#!/bin/sh\necho ran\n")
-    (src / "sub" / "run.sh").chmod(0o755)
-    (src / "sub" / "deeper" / "ünïcode name.txt").write_text("ü\n")
+    src = tree(tmp_path)
     long_name = "a-name-longer-than-the-hundred-bytes-a-plain-tar-header-holds-" + "x" * 60
     (src / "sub" / long_name).write_text("long\n")
     roots = SyncRoots.of(str(src), "/data/app", local_is_file=False)
@@ -114,6 +110,7 @@ async def test_busybox_tar_takes_a_tree_a_rename_and_a_deletion(
     listing = run_in(api, namespace, pod, "cd /data/app && find . | sort && sub/run.sh")
     assert listing.splitlines() == [
         ".",
+        "./empty-dir",
         "./index.html",
         "./sub",
         f"./sub/{long_name}",
@@ -134,6 +131,7 @@ async def test_busybox_tar_takes_a_tree_a_rename_and_a_deletion(
     after = run_in(api, namespace, pod, "cd /data/app && find . | sort && cat home.html")
     assert after.splitlines() == [
         ".",
+        "./empty-dir",
         "./home.html",
         "./sub",
         f"./sub/{long_name}",

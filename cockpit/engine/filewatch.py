@@ -235,8 +235,12 @@ class FileWatcher:
             else:
                 timeout = None
             self._arrived.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that comes as
+            # the event is set, and under a steady stream of changes the reloader's stop waited
+            # for ever (a headless run ignored quit and SIGTERM).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._arrived.wait()
         pending, self._pending = self._pending, {}
         self._writing.clear()
         self._cancel_telling()  # the count it would report is gone with the batch

@@ -8,6 +8,7 @@ import errno
 import os
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import time
@@ -133,7 +134,9 @@ class LocalProcess:
         return False
 
     async def wait_released(self) -> None:
-        _, protocol = self._started()
+        if self._protocol is None:
+            return  # never started (a start cancelled by a reload): nothing holds the port
+        protocol = self._protocol
         port = self.spec.port
         # Nothing listening at the first look: the process never got as far as listening (or
         # it cannot be told), and a process still starting may bind the port later.
@@ -286,6 +289,23 @@ class _LineSplitter:
 
 def _is_dir(path: str) -> bool:
     return Path(path).is_dir()
+
+
+def own_output_files() -> tuple[str, ...]:
+    """The regular files this process's stdout and stderr write to (``cockpit up --headless >
+    session.jsonl``), as real paths; empty for a terminal or a pipe, or where the kernel does
+    not say which file an open descriptor is (not Linux)."""
+    found: list[str] = []
+    for fd in (1, 2):
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if os.path.isabs(path) and path not in found:
+            found.append(os.path.realpath(path))
+    return tuple(found)
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

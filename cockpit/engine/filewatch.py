@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import math
 import os
 import time
@@ -37,6 +38,7 @@ import watchfiles
 
 from cockpit.adapters import inotify
 from cockpit.adapters.inotify import DirEvent, DirWatch
+from cockpit.adapters.process import own_output_files
 from cockpit.core.watchrules import (
     ChangeKind,
     FileChange,
@@ -77,6 +79,21 @@ _KINDS = {
     watchfiles.Change.modified: ChangeKind.MODIFIED,
     watchfiles.Change.deleted: ChangeKind.DELETED,
 }
+
+
+def _without_own_output(rules: WatchRules, root: str | os.PathLike[str]) -> WatchRules:
+    """``rules`` plus the files cockpit's own output goes to under ``root``: a headless run
+    redirected into the watched directory would otherwise reload (or sync) on every line."""
+    top = os.path.realpath(root)
+    own = [
+        os.path.relpath(path, top)
+        for path in own_output_files()
+        if os.path.commonpath([path, top]) == top and path != top
+    ]
+    if not own:
+        return rules
+    anchored = ("/" + "/".join(glob.escape(part) for part in rel.split(os.sep)) for rel in own)
+    return WatchRules((*rules.patterns, *anchored))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +139,7 @@ class FileWatcher:
     ) -> None:
         self.root = os.path.abspath(root)
         self.paths = tuple(os.path.normpath(os.path.join(self.root, path)) for path in paths)
-        self.rules = rules if rules is not None else WatchRules.of()
+        self.rules = _without_own_output(rules if rules is not None else WatchRules.of(), root)
         self.quiet = quiet
         self.max_wait = max(max_wait, quiet)
         self._pending: dict[str, ChangeKind] = {}

@@ -435,3 +435,11 @@ async def test_a_process_not_listening_yet_is_released_only_at_exit(
     await asyncio.wait_for(proc.wait_released(), 10)
     assert proc.returncode == -9
     assert await stopping == -9
+
+
+async def test_a_process_never_started_holds_no_port_and_stops_at_once(tmp_path: Path) -> None:
+    # A reload can cancel a restart's start before the process exists: stopping what it
+    # left must not fail (it stopped hot reload for good).
+    proc = LocalProcess(python("print('never')", tmp_path, port=free_port()), Collector())
+    await asyncio.wait_for(proc.wait_released(), 1)
+    assert await proc.stop(1) is None

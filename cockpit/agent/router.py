@@ -31,6 +31,8 @@ IDLE_TTL = 4.0
 IDLE_MAX = 32  # idle channels kept per (service, port, session)
 # Channels opened ahead of need for every session ready to take them (intercept on or off):
 # a toggle's first requests then find one waiting instead of paying an open's round trip.
+# Only once its local process has kept a connection open after an answer: an idle connection
+# would stall a server that serves one connection at a time (those close after each answer).
 WARM = 4
 WARM_AHEAD = 1.0  # seconds before IDLE_TTL at which a warm channel is replaced
 WARM_RETRY = 1.0  # seconds before another try when a session could not open one
@@ -161,6 +163,7 @@ class Router:
         self._addresses: dict[str, tuple[str, float]] = {}
         self._idle: dict[tuple[str, int, str], list[tuple[float, Upstream]]] = {}
         self._warm: set[tuple[str, int, str]] = set()
+        self._keeps_alive: set[tuple[str, int, str]] = set()
         self._warming: dict[tuple[str, int, str], asyncio.Task[None]] = {}
         self._warm_retry: dict[tuple[str, int, str], float] = {}
         self._checks: dict[str, asyncio.Task[bool]] = {}
@@ -261,12 +264,18 @@ class Router:
         """Keep WARM channels to ``session`` open for ``service:port`` from now on."""
         self._warm.add((service, port, session))
 
+    def kept_alive(self, service: str, port: int, session: str) -> None:
+        """A channel to ``session`` answered a request and stayed open: its local process
+        keeps idle connections, so warm ones cannot stall it."""
+        self._keeps_alive.add((service, port, session))
+
     def stop_warm(self, session: str, service: str | None = None) -> None:
         """No more warm channels to ``session`` (for ``service``, or any); its idle ones go."""
         for key in [k for k in self._warm | set(self._idle) if k[2] == session]:
             if service is not None and key[0] != service:
                 continue
             self._warm.discard(key)
+            self._keeps_alive.discard(key)
             self._warm_retry.pop(key, None)
             task = self._warming.pop(key, None)
             if task is not None:
@@ -276,7 +285,7 @@ class Router:
 
     def warm_up(self, now: float) -> None:
         """Top up the warm channels at loop time ``now`` (in the background)."""
-        for key in self._warm:
+        for key in self._warm & self._keeps_alive:
             if key in self._warming or self._warm_retry.get(key, 0.0) > now:
                 continue
             if key[0] not in self.services:
@@ -463,7 +472,9 @@ class HttpRouting:
             self._reply_error(exc.error_status_hint, "bad request")
         finally:
             for up in self.pool.values():
-                if not self.router.park(self.service, self.port, up):
+                if self.router.park(self.service, self.port, up):  # answered, still open
+                    self.router.kept_alive(self.service, self.port, str(up.target))
+                else:
                     up.close()
 
     async def _next_down(self, before_wait: Callable[[], None] | None = None) -> object:

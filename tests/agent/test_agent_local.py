@@ -8,8 +8,10 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import asyncssh
@@ -300,6 +302,52 @@ async def test_channels_to_the_session_are_reused_not_leaked(
     await link.aclose()
 
 
+async def keeps_alive(h: Harness, link: AgentLink) -> None:
+    """One request answered by the local process on a channel that stays open afterwards (what
+    lets the agent keep warm channels to it), and the intercept off again."""
+    await link.route("store", "global", True)
+    client = Http(agent_port(h))
+    assert await client.who() == "local/laptop"
+    client.close()
+    await link.route("store", "global", False)
+
+
+class OneAtATime(BaseHTTPRequestHandler):
+    """A local server that serves one connection at a time and closes it after each answer."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"served_by": "local", "pod": "one-at-a-time"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_a_server_of_one_connection_at_a_time_gets_no_warm_channels(
+    make_agent: AgentFactory,
+) -> None:
+    """An idle warm channel (a connection to the process that sends nothing) would hold such
+    a server until it was replaced; its answers close their connections, so none is kept."""
+    h = await make_agent()
+    server = HTTPServer(("127.0.0.1", 0), OneAtATime)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    link = await h.link("me")
+    try:
+        await route_store(link, server.server_address[1], "global")
+        for _ in range(3):
+            assert await asyncio.wait_for(who(agent_port(h)), 2) == "local/one-at-a-time"
+        await asyncio.sleep(1.0)  # many housekeeping ticks
+        assert h.agent.router.idle_count("store", 8080, "me") == 0
+        assert await asyncio.wait_for(who(agent_port(h)), 2) == "local/one-at-a-time"
+    finally:
+        await link.aclose()  # first: a connection held open would keep the server busy
+        await asyncio.wait_for(asyncio.to_thread(server.shutdown), 10)
+        server.server_close()
+
+
 async def test_warm_channels_wait_for_a_toggle_and_go_with_the_reservation(
     make_agent: AgentFactory, apps: Callable[..., App]
 ) -> None:
@@ -307,6 +355,9 @@ async def test_warm_channels_wait_for_a_toggle_and_go_with_the_reservation(
     local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
     link = await intercept(h, "me", local, mode=None)  # reserved and exposed, intercept off
     router = h.agent.router
+    await asyncio.sleep(0.3)  # several housekeeping ticks
+    assert router.idle_count("store", 8080, "me") == 0  # none before the process kept one open
+    await keeps_alive(h, link)
     await _until(lambda: router.idle_count("store", 8080, "me") == WARM, 10)
     assert connections_to(local.port) == WARM  # each one already connected to the process
     on_request_path: list[tuple[str, int]] = []
@@ -335,6 +386,7 @@ async def test_a_lost_session_keeps_no_warm_channels(
     h = await make_agent()
     local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
     link = await intercept(h, "me", local, mode=None)
+    await keeps_alive(h, link)
     await _until(lambda: h.agent.router.idle_count("store", 8080, "me") == WARM, 10)
     link.abort()
     await _until(lambda: "me" not in h.agent.conns, 10)
@@ -516,6 +568,7 @@ async def test_a_stalled_session_is_not_dropped_for_a_warm_channel(
     h = await make_agent(keepalive=30)
     local = apps(SERVICE="store", COCKPIT_LOCAL="1", POD_NAME="laptop")
     freezer, link = await _frozen_intercept(h, local)
+    assert await who(agent_port(h)) == "local/laptop"
     await _until(lambda: h.agent.router.idle_count("store", 8080, "me") == WARM, 10)
     freezer.thawed.clear()
     # Long enough for the warm channels to be replaced and those opens to time out.

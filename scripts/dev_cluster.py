@@ -202,7 +202,7 @@ def build() -> None:
             vendored,
             ignore=shutil.ignore_patterns("go.mod", "*_test.go"),
         )
-    log("compiling Kubernetes " + K8S_VERSION + " (one time, ~6 min on 2 cores)")
+    log("compiling Kubernetes " + K8S_VERSION + " (one time, ~9 min on 2 cores)")
     t0 = time.monotonic()
     env = dict(
         os.environ,

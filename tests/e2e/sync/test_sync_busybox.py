@@ -15,11 +15,11 @@ import pytest
 from kubernetes import client
 
 from cockpit.adapters.kube import Kube
-from cockpit.adapters.podsync import KubePodFiles, PodContainer, build_tar, scan_all, scan_changes
+from cockpit.adapters.podsync import KubePodFiles, PodContainer, build_tar, scan_all
 from cockpit.core.syncplan import SyncRoots, plan_sync
 from tests.conftest import Cluster, make_namespace
 from tests.e2e.sync.conftest import _container, pod_manifest, run_in, wait_ready
-from tests.e2e.sync.test_sync_pods import tree
+from tests.e2e.sync.test_sync_pods import rename_and_delete, tree
 
 pytestmark = pytest.mark.cluster
 
@@ -120,13 +120,7 @@ async def test_busybox_tar_takes_a_tree_a_rename_and_a_deletion(
         "ran",  # the executable bit came along
     ]
 
-    (src / "index.html").rename(src / "home.html")
-    (src / "sub" / "deeper" / "ünïcode name.txt").unlink()
-    (src / "sub" / "deeper").rmdir()
-    present, gone = scan_changes(
-        roots, ["index.html", "home.html", "sub/deeper", "sub/deeper/ünïcode name.txt"], nothing
-    )
-    plan = plan_sync(roots, present, gone)
+    plan = rename_and_delete(src, roots)
     await files.push(box, roots.remote_dir, plan, build_tar(plan.members))
     after = run_in(api, namespace, pod, "cd /data/app && find . | sort && cat home.html")
     assert after.splitlines() == [

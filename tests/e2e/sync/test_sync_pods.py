@@ -36,6 +36,18 @@ def tree(tmp_path: Path) -> Path:
     return src
 
 
+def rename_and_delete(src: Path, roots: SyncRoots) -> SyncPlan:
+    """In ``tree``: index.html renamed to home.html and sub/deeper deleted; the plan of that
+    one batch."""
+    (src / "index.html").rename(src / "home.html")
+    (src / "sub" / "deeper" / "ünïcode name.txt").unlink()
+    (src / "sub" / "deeper").rmdir()
+    present, gone = scan_changes(
+        roots, ["index.html", "home.html", "sub/deeper", "sub/deeper/ünïcode name.txt"], nothing
+    )
+    return plan_sync(roots, present, gone)
+
+
 async def test_push_creates_deletes_and_renames_in_the_pod(
     pods: Pods, kube: Kube, tmp_path: Path
 ) -> None:
@@ -59,13 +71,7 @@ async def test_push_creates_deletes_and_renames_in_the_pod(
     assert "-rwxr-xr-x" in listing
 
     # a rename and a deletion in one batch: one exec does both
-    (src / "index.html").rename(src / "home.html")
-    (src / "sub" / "deeper" / "ünïcode name.txt").unlink()
-    (src / "sub" / "deeper").rmdir()
-    present, gone = scan_changes(
-        roots, ["index.html", "home.html", "sub/deeper", "sub/deeper/ünïcode name.txt"], nothing
-    )
-    plan = plan_sync(roots, present, gone)
+    plan = rename_and_delete(src, roots)
     assert plan.deletes == ("index.html", "sub/deeper")
     await files.push(box, roots.remote_dir, plan, build_tar(plan.members))
     after = pods.run("box", "cd /data/t1/app && find . | sort && cat home.html")

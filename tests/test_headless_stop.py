@@ -27,17 +27,22 @@ services:
 """
 
 
+def start_headless(folder: Path, output: Path) -> subprocess.Popen[str]:
+    """`cockpit up api --headless > output` in ``folder``, with no cluster to reach."""
+    env = {**os.environ, "KUBECONFIG": str(folder / "no-kubeconfig")}
+    with output.open("w") as out:
+        return subprocess.Popen(
+            [str(COCKPIT), "up", "api", "--headless"],
+            cwd=folder, env=env, stdin=subprocess.PIPE, stdout=out,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+
 @pytest.mark.parametrize("how", ["quit", "sigterm"])
 def test_headless_stops_while_the_service_keeps_reloading_itself(tmp_path: Path, how: str) -> None:
     (tmp_path / "cockpit.yaml").write_text(CONFIG)
     output = tmp_path / "session.jsonl"
-    env = {**os.environ, "KUBECONFIG": str(tmp_path / "no-kubeconfig")}
-    with output.open("w") as out:
-        proc = subprocess.Popen(
-            [str(COCKPIT), "up", "api", "--headless"],
-            cwd=tmp_path, env=env, stdin=subprocess.PIPE, stdout=out,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+    proc = start_headless(tmp_path, output)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and output.read_text().count('"restarts"') < 40:
@@ -75,13 +80,7 @@ def test_its_own_output_file_in_the_watched_directory_is_not_a_change(tmp_path: 
     (tmp_path / "cockpit.yaml").write_text(TICKING)
     (tmp_path / "app.py").write_text("print('v1')\n")
     output = tmp_path / "session.jsonl"
-    env = {**os.environ, "KUBECONFIG": str(tmp_path / "no-kubeconfig")}
-    with output.open("w") as out:
-        proc = subprocess.Popen(
-            [str(COCKPIT), "up", "api", "--headless"],
-            cwd=tmp_path, env=env, stdin=subprocess.PIPE, stdout=out,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+    proc = start_headless(tmp_path, output)
 
     def events() -> list[dict[str, object]]:
         return [json.loads(line) for line in output.read_text().splitlines() if line.endswith("}")]

@@ -216,7 +216,7 @@ class LocalSupervisor:
         if process is not None:
             if process.returncode is None:
                 self._set_status(ProcessStatus.STOPPING)
-            if early:
+            if early and process.pid is not None:  # one that never started holds no port
                 await self._retire(process)
             else:
                 await process.stop(self.service.stop_timeout)

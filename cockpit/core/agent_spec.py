@@ -188,6 +188,11 @@ def pod_spec(settings: AgentSettings) -> dict[str, Any]:
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
+        # glibc serves the agent's packet-sized buffers (256 KiB and up) from fresh mmaps
+        # by default: ~400 page faults per MB relayed, 1.4 ms of kernel time per MB. From the
+        # heap, kept (up to 32 MiB free) instead of trimmed, they fault ~20 times per MB.
+        {"name": "MALLOC_MMAP_THRESHOLD_", "value": "4194304"},
+        {"name": "MALLOC_TRIM_THRESHOLD_", "value": "33554432"},
     ]
     return {
         "serviceAccountName": AGENT_NAME,

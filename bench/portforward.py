@@ -17,6 +17,8 @@ deletes it.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import json
 import os
 import re
@@ -95,6 +97,51 @@ def download(host: str, port: int, size: int) -> float:
                 raise ConnectionError(f"closed after {got} of {size} bytes")
             got += n
         elapsed = time.perf_counter() - t0
+    return size / elapsed / 1e6
+
+
+# The upload body: the shop's /bytes pattern (not zeros), sent 1 MiB at a time.
+UPLOAD_BLOCK = bytes(range(256)) * 4096
+
+
+@functools.cache
+def _upload_digest(size: int) -> str:
+    digest = hashlib.sha256()
+    whole, rest = divmod(size, len(UPLOAD_BLOCK))
+    for _ in range(whole):
+        digest.update(UPLOAD_BLOCK)
+    digest.update(UPLOAD_BLOCK[:rest])
+    return digest.hexdigest()
+
+
+def upload(host: str, port: int, size: int) -> float:
+    """MB/s of one POST /echo of ``size`` bytes, timed from request to the app's answer;
+    the answer's byte count and sha256 must match what was sent."""
+    block = memoryview(UPLOAD_BLOCK)
+    with socket.create_connection((host, port), timeout=60) as sock:
+        t0 = time.perf_counter()
+        sock.sendall(
+            f"POST /echo HTTP/1.1\r\nHost: bench\r\nContent-Length: {size}\r\n\r\n".encode()
+        )
+        sent = 0
+        while sent < size:
+            step = min(len(block), size - sent)
+            sock.sendall(block[:step])
+            sent += step
+        answer = sock.makefile("rb")
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = answer.readline()
+            if not line:
+                raise ConnectionError("closed before the answer's head")
+            head += line
+        body = answer.read(_length(head))
+        elapsed = time.perf_counter() - t0
+    got = json.loads(body)
+    if not head.startswith(b"HTTP/1.1 200") or got.get("bytes") != size:
+        raise ConnectionError(f"upload answered {head.split(b' ', 2)[1:2]} {got}")
+    if got.get("sha256") != _upload_digest(size):
+        raise ConnectionError("upload: the app hashed other bytes than were sent")
     return size / elapsed / 1e6
 
 

@@ -7,12 +7,16 @@ Its control API (reached through a port-forward), JSON in and out:
   GET  /load/<id>                                   -> {"done", "results"}
   POST /fetch {"url", "headers"}                    -> {"status", "body"} of one request
   POST /download {"host", "port", "size"}          -> {"mbps"}: one GET /bytes?n=size
+  POST /upload {"host", "port", "size"}            -> {"mbps"}: one POST /echo of size bytes
   POST /rate {"host", "port", "seconds", "connections"} -> {"rps"}: GET /healthz, keep-alive
   POST /mark                                        -> {"t"}: now, on the results' clock
 Each result: [t_start, status, served_by, pod, seconds, error].
+It runs as ``python3 -c <this file>`` in a bare python pod: stdlib only and self-contained, so
+its /download, /upload and /rate clients are copies of bench/portforward.py's, kept in step.
 """
 
 import asyncio
+import hashlib
 import http.client
 import json
 import re
@@ -117,6 +121,49 @@ def download(host, port, size):
     return size / elapsed / 1e6
 
 
+UPLOAD_BLOCK = bytes(range(256)) * 4096
+UPLOAD_DIGESTS = {}
+
+
+def upload(host, port, size):
+    """MB/s of one POST /echo of size bytes, timed from request to the app's answer; the
+    answer's byte count and sha256 must match what was sent (as bench/portforward)."""
+    if size not in UPLOAD_DIGESTS:
+        digest = hashlib.sha256()
+        whole, rest = divmod(size, len(UPLOAD_BLOCK))
+        for _ in range(whole):
+            digest.update(UPLOAD_BLOCK)
+        digest.update(UPLOAD_BLOCK[:rest])
+        UPLOAD_DIGESTS[size] = digest.hexdigest()
+    block = memoryview(UPLOAD_BLOCK)
+    with socket.create_connection((host, port), timeout=60) as sock:
+        t0 = time.perf_counter()
+        sock.sendall(
+            f"POST /echo HTTP/1.1\r\nHost: bench\r\nContent-Length: {size}\r\n\r\n".encode()
+        )
+        sent = 0
+        while sent < size:
+            step = min(len(block), size - sent)
+            sock.sendall(block[:step])
+            sent += step
+        answer = sock.makefile("rb")
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = answer.readline()
+            if not line:
+                raise ConnectionError("closed before the answer's head")
+            head += line
+        m = re.search(rb"(?i)content-length:\s*(\d+)", head)
+        body = answer.read(int(m[1]) if m else 0)
+        elapsed = time.perf_counter() - t0
+    got = json.loads(body)
+    if not head.startswith(b"HTTP/1.1 200") or got.get("bytes") != size:
+        raise ConnectionError(f"upload answered {head.split(b' ', 2)[1:2]} {got}")
+    if got.get("sha256") != UPLOAD_DIGESTS[size]:
+        raise ConnectionError("upload: the app hashed other bytes than were sent")
+    return size / elapsed / 1e6
+
+
 async def _rate(host, port, seconds, connections):
     """Requests/s of GET /healthz over keep-alive connections (as bench/portforward)."""
     request = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
@@ -194,6 +241,8 @@ class Handler(BaseHTTPRequestHandler):
             c.close()
         elif path == "/download":
             self.reply({"mbps": download(spec["host"], spec["port"], spec["size"])})
+        elif path == "/upload":
+            self.reply({"mbps": upload(spec["host"], spec["port"], spec["size"])})
         elif path == "/rate":
             rps = asyncio.run(
                 _rate(spec["host"], spec["port"], spec["seconds"], spec["connections"])

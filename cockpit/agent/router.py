@@ -1,6 +1,6 @@
 """The agent's data path: one listener per intercepted Service port, and per connection (raw
-TCP) or per HTTP/1.1 request (h11) the choice between a session's reverse channel and the
-original pods behind the shadow Service. Every choice is a RouteTable lookup, so toggling an
+TCP) or per HTTP/1.1 request (framed by llhttp) the choice between a session's reverse channel
+and the original pods behind the shadow Service. Every choice is a RouteTable lookup, so toggling an
 intercept changes the next request, with no Kubernetes write."""
 
 from __future__ import annotations
@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Protocol
 
-import h11
+import httptools
 
 from cockpit.core.intercept import RouteTable, sniff_http1
 
@@ -24,6 +26,8 @@ log = logging.getLogger("cockpit.agent")
 CHUNK = 256 * 1024
 RESOLVE_TTL = 5.0
 REPLAY_LIMIT = 1 << 20  # request bodies up to this size can be re-sent when a session drops
+HEAD_LIMIT = 64 * 1024  # a longer request head is refused (431)
+END_OF_HEAD = b"\r\n\r\n"
 # A channel to a session opened for one client connection serves the next ones: a channel
 # open is a round trip through the port-forward and a connect at the session's end. Idle
 # ones are closed before common keep-alive timeouts of local servers (uvicorn: 5 s) run out.
@@ -87,7 +91,7 @@ class Upstream:
     target: str | None  # session id, None = the original pods
     reader: Reader
     writer: Writer
-    conn: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
+    idle: bool = True  # at a message boundary with nothing in flight: can carry a request
     fresh: bool = True  # opened for this request: a frozen session would have failed the open
 
     def close(self) -> None:
@@ -230,8 +234,7 @@ class Router:
         if (
             up.target is None  # the original pods: kube-proxy balances per connection
             or (service, port, up.target) not in self._warm  # released, or the session left
-            or up.conn.our_state is not h11.IDLE
-            or up.conn.their_state is not h11.IDLE
+            or not up.idle
             or up.reader.at_eof()
         ):
             return False
@@ -442,8 +445,140 @@ class Router:
         await splice((reader, writer), (up.reader, up.writer))
 
 
+class BadMessage(Exception):
+    """A message llhttp refuses (or a head over HEAD_LIMIT); ``status`` is what the client is
+    answered, when nothing of an answer has reached it yet."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class Message:
+    """One message head, validated by llhttp (httptools) and read for what routing and framing
+    need. Fed exactly the head's bytes: llhttp would go on into whatever follows."""
+
+    __slots__ = ("chunked", "expect", "headers", "keep_alive", "length", "method", "ready",
+                 "status")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []  # (lower-case name, value), as they came
+        self.ready = False
+        self.method = b""
+        self.status = 0
+        self.keep_alive = False
+        self.chunked = False
+        self.length: int | None = None  # None: no Content-Length
+        self.expect: bytes | None = None
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self.ready = True
+
+    @classmethod
+    def parse(cls, head: bytes, response: bool) -> Message:
+        """``head`` up to and with its empty line."""
+        self = cls()
+        parser = (httptools.HttpResponseParser if response else httptools.HttpRequestParser)(self)
+        try:
+            parser.feed_data(head)
+        except httptools.HttpParserUpgrade:
+            pass  # the head is whole; whether the protocol changes is the answer's to say (101)
+        except httptools.HttpParserError as exc:
+            raise BadMessage(*_refusal(response, str(exc))) from exc
+        if not self.ready:
+            raise BadMessage(*_refusal(response, "incomplete head"))
+        if isinstance(parser, httptools.HttpResponseParser):
+            self.status = parser.get_status_code()
+        else:
+            self.method = parser.get_method()
+        # llhttp has checked these (one Content-Length, not with Transfer-Encoding, digits).
+        connection: list[bytes] = []
+        for name, value in self.headers:
+            if name == b"content-length":
+                self.length = int(value)
+            elif name == b"transfer-encoding":
+                self.chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+            elif name == b"connection":
+                connection += (t.strip().lower() for t in value.split(b","))
+            elif name == b"expect":
+                self.expect = value.strip().lower()
+        if b"close" in connection:
+            self.keep_alive = False
+        elif parser.get_http_version() == "1.0":
+            self.keep_alive = b"keep-alive" in connection
+        else:
+            self.keep_alive = True
+        return self
+
+
+def _refusal(response: bool, why: str) -> tuple[int, str]:
+    """What a client is told of a message llhttp refused: its own (400) or the upstream's."""
+    return (502, f"bad answer: {why}") if response else (400, f"bad request: {why}")
+
+
+class ChunkedBody:
+    """Where a chunked body ends, validated by llhttp on the way. The body always ends right
+    after a b"\\r\\n\\r\\n" (the last chunk, trailers, empty line), so llhttp is fed up to each
+    such place and asked whether the message is complete there; never beyond it."""
+
+    __slots__ = ("complete", "parser", "tail")
+
+    # A head that puts a fresh parser at the start of a chunked body, whatever the real head
+    # was (an upgrade request's parser, for one, parses nothing more).
+    PRIMER = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+    def __init__(self) -> None:
+        self.complete = False
+        self.tail = b""  # the last 3 bytes fed: an end can straddle two reads
+        self.parser = httptools.HttpResponseParser(self)
+        self.parser.feed_data(self.PRIMER)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+    def feed(self, data: bytes) -> int:
+        """How many bytes of ``data`` are body: all of them unless the body ends inside."""
+        ends: list[int] = []
+        if self.tail:
+            joint = (self.tail + data[:3]).find(END_OF_HEAD)
+            if joint >= 0:
+                ends.append(joint + 4 - len(self.tail))
+        start = 0
+        pos = data.find(END_OF_HEAD)
+        try:
+            for end in itertools.chain(ends, _ends(data, pos)):
+                self.parser.feed_data(data[start:end])
+                start = end
+                if self.complete:
+                    return end
+            self.parser.feed_data(data[start:])
+        except httptools.HttpParserError as exc:
+            # An answer's broken body is never told to the client (its head went out already).
+            raise BadMessage(*_refusal(False, str(exc))) from exc
+        self.tail = (self.tail + data[-3:])[-3:]
+        return len(data)
+
+
+def _ends(data: bytes, pos: int) -> Iterator[int]:
+    """Offsets just past each b"\\r\\n\\r\\n" in ``data``, the first found at ``pos``."""
+    while pos >= 0:
+        yield pos + 4
+        pos = data.find(END_OF_HEAD, pos + 1)
+
+
+def _without_expect(head: bytes) -> bytes:
+    """``head`` without its Expect lines: the agent answers 100 itself, and may send the
+    request again elsewhere, so the upstream must not wait for a go-ahead."""
+    return b"\r\n".join(line for line in head.split(b"\r\n") if line[:7].lower() != b"expect:")
+
+
 class HttpRouting:
-    """One downstream HTTP/1.1 connection routed request by request."""
+    """One downstream HTTP/1.1 connection routed request by request. Messages are framed with
+    llhttp (httptools) and passed on as the bytes that came: nothing is re-serialized."""
 
     def __init__(self, router: Router, service: str, port: int, peer: tuple[str, int],
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:  # fmt: skip
@@ -453,23 +588,19 @@ class HttpRouting:
         self.peer = peer
         self.reader = reader
         self.writer = writer
-        self.down = h11.Connection(h11.SERVER)
+        self.buf = b""  # read from the client, not yet passed on (the next request's start)
+        self.answering = False  # a final answer to the current request reached the client
         self.pool: dict[str | None, Upstream] = {}
 
     async def run(self, first: bytes) -> None:
-        self.down.receive_data(first)
+        self.buf = first
         try:
-            while True:
-                event = await self._next_down()
-                if not isinstance(event, h11.Request):
+            while (head := await self._request_head()) is not None:
+                self.answering = False
+                if not await self._exchange(head, Message.parse(head, response=False)):
                     return
-                if not await self._exchange(event):
-                    return
-                if self.down.our_state is not h11.DONE or self.down.their_state is not h11.DONE:
-                    return
-                self.down.start_next_cycle()
-        except h11.RemoteProtocolError as exc:
-            self._reply_error(exc.error_status_hint, "bad request")
+        except BadMessage as exc:
+            self._reply_error(exc.status, str(exc))
         finally:
             for up in self.pool.values():
                 if self.router.park(self.service, self.port, up):  # answered, still open
@@ -477,27 +608,32 @@ class HttpRouting:
                 else:
                     up.close()
 
-    async def _next_down(self, before_wait: Callable[[], None] | None = None) -> object:
-        """The next h11 event from the client; None when reading failed. ``before_wait`` runs
-        when the client has to be waited for (to send what is pending first)."""
-        while True:
-            event = self.down.next_event()
-            if event is h11.NEED_DATA:
-                if before_wait is not None:
-                    before_wait()
-                try:
-                    data = await self.reader.read(CHUNK)
-                except OSError:
-                    return None
-                self.down.receive_data(data)
-                continue
-            return event
+    async def _request_head(self) -> bytes | None:
+        """The next request's head from the client; None when it has closed (or failed)."""
+        data = self.buf.lstrip(b"\r\n")  # empty lines before a request are allowed
+        searched = 0
+        while (end := data.find(END_OF_HEAD, searched)) < 0:
+            if len(data) > HEAD_LIMIT:
+                raise BadMessage(431, "request head too large")
+            searched = max(0, len(data) - 3)
+            try:
+                more = await self.reader.read(CHUNK)
+            except OSError:
+                return None
+            if not more:
+                return None
+            data = data + more if data else more.lstrip(b"\r\n")
+        end += 4
+        if end > HEAD_LIMIT:
+            raise BadMessage(431, "request head too large")
+        self.buf = data[end:]
+        return data[:end]
 
     async def _upstream(self, target: str | None, reuse: bool = True) -> Upstream:
         """This connection's stream to ``target``: the one it used last, a channel kept
         open for the session, or a new one (always a new one when not ``reuse``)."""
         up = self.pool.get(target) if reuse else None
-        if up is not None and (up.reader.at_eof() or up.conn.our_state is not h11.IDLE):
+        if up is not None and (up.reader.at_eof() or not up.idle):
             up.close()  # the far side closed its keep-alive connection meanwhile
             del self.pool[target]
             up = None
@@ -511,48 +647,59 @@ class HttpRouting:
         if old is not None and old is not up:
             old.close()
         self.pool[up.target] = up
+        up.idle = False  # until an answer ends at a message boundary
         return up
 
-    async def _exchange(self, request: h11.Request) -> bool:
+    async def _exchange(self, head: bytes, request: Message) -> bool:
         """Forward one request and its answer; False when the downstream must close."""
         target = self.router.table.route_request(self.service, request.headers)
-        if self.down.they_are_waiting_for_100_continue:
-            self.writer.write(
-                self.down.send(h11.InformationalResponse(status_code=100, headers=[]))
-            )
-        head = h11.Request(
-            method=request.method,
-            target=request.target,
-            headers=[(n, v) for n, v in request.headers.raw_items() if n.lower() != b"expect"],
-        )
-        body: list[bytes] = []
+        if request.expect is not None:
+            if request.expect == b"100-continue":
+                self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            head = _without_expect(head)
+        body: list[bytes] = []  # what can be sent again (up to REPLAY_LIMIT)
         body_size = 0
         complete = False
         up = await self._upstream(target)
         # The head goes out with the body's first bytes (or its end): one packet, not two.
-        pending: list[bytes] = []
-        send_pending = functools.partial(_write_all, up.writer, pending)
+        pending = [head]
         try:
-            pending.append(up.conn.send(head))
-            while not complete:
-                event = await self._next_down(send_pending)
-                if isinstance(event, h11.Data):
-                    data = bytes(event.data)
+            if request.chunked or request.length:
+                remaining = request.length or 0
+                chunks = ChunkedBody() if request.chunked else None
+                while not complete:
+                    if self.buf:
+                        data, self.buf = self.buf, b""
+                    else:
+                        _write_all(up.writer, pending)  # before waiting for the client
+                        try:
+                            data = await self.reader.read(CHUNK)
+                        except OSError:
+                            data = b""
+                        if not data:
+                            return False  # the client went away mid-request
+                    if chunks is None:
+                        if len(data) > remaining:
+                            data, self.buf = data[:remaining], data[remaining:]
+                        remaining -= len(data)
+                        complete = remaining == 0
+                    else:
+                        n = chunks.feed(data)
+                        if n < len(data):
+                            data, self.buf = data[:n], data[n:]
+                        complete = chunks.complete
                     body_size += len(data)
                     if body_size <= REPLAY_LIMIT:
                         body.append(data)
-                    pending.extend(up.conn.send_with_data_passthrough(h11.Data(data=data)) or ())
-                    send_pending()
-                    await up.writer.drain()
-                elif isinstance(event, h11.EndOfMessage):
-                    pending.append(up.conn.send(event))
-                    complete = True
-                else:
-                    return False  # the client went away mid-request
-            send_pending()
+                    pending.append(data)
+                    if not complete:
+                        _write_all(up.writer, pending)
+                        await up.writer.drain()
+            complete = True
+            _write_all(up.writer, pending)
             await up.writer.drain()
-            answered = await self._answer(up)
-        except h11.RemoteProtocolError:
+            answered = await self._answer(up, request)
+        except BadMessage:
             raise
         except Exception as exc:
             log.info("%s: upstream %s failed before answering: %r", self.service, up.target, exc)
@@ -566,15 +713,14 @@ class HttpRouting:
                 return False
             # Decided anew (a session that dropped has no claims any more), on a new stream:
             # another kept-alive channel may have gone stale the same way.
-            target = self.router.table.route_request(self.service, head.headers)
+            target = self.router.table.route_request(self.service, request.headers)
             up = await self._upstream(target, reuse=False)
             try:
-                up.writer.write(up.conn.send(head))
-                for chunk in body:
-                    up.writer.write(up.conn.send(h11.Data(data=chunk)))
-                up.writer.write(up.conn.send(h11.EndOfMessage()))
+                _write_all(up.writer, [head, *body])
                 await up.writer.drain()
-                answered = await self._answer(up)
+                answered = await self._answer(up, request)
+            except BadMessage:
+                raise
             except Exception as exc:
                 log.info("%s: retry on the original pods failed: %r", self.service, exc)
                 answered = None
@@ -585,62 +731,97 @@ class HttpRouting:
                 return False
         self.router.served[self.service, up.target or "origin"] += 1
         up.fresh = False
-        if up.conn.our_state is h11.DONE and up.conn.their_state is h11.DONE:
-            up.conn.start_next_cycle()
-        else:
+        if not up.idle:
             self.pool.pop(up.target, None)
             up.close()
         return answered
 
-    async def _answer(self, up: Upstream) -> bool | None:
-        """Relay the upstream's response. None: it failed before sending anything (retryable);
-        otherwise whether the downstream connection may continue."""
-        started = False
-        # What one read of the upstream yields (head, body, end) goes to the client in one write.
-        out: list[bytes] = []
-        while True:
-            event = up.conn.next_event()
-            if event is h11.NEED_DATA:
-                if out:
-                    _write_all(self.writer, out)
-                    await self.writer.drain()
+    async def _answer(self, up: Upstream, request: Message) -> bool | None:
+        """Relay the upstream's answer. None: it failed before sending a whole head (the
+        request can be sent again); otherwise whether the downstream connection may continue.
+        ``up.idle`` tells whether the upstream can carry another request."""
+        data = b""
+        out: list[bytes] = []  # what one read of the upstream yields goes out in one write
+        first = not (up.fresh or up.target is None)
+        while True:  # informational answers (1xx), then the final one
+            searched = 0
+            while (end := data.find(END_OF_HEAD, searched)) < 0:
+                if len(data) > HEAD_LIMIT:
+                    raise BadMessage(502, f"answer head from {up.target or 'origin'} too large")
+                searched = max(0, len(data) - 3)
                 try:
-                    if started or up.fresh or up.target is None:
-                        data = await up.reader.read(CHUNK)
-                    else:
-                        data = await self._first_answer(up)
+                    more = await (
+                        self._first_answer(up) if first and not out else up.reader.read(CHUNK)
+                    )
                 except Exception:
-                    if not started:
+                    if not out:
                         return None
-                    raise
-                if not data and not started:
-                    return None
-                up.conn.receive_data(data)
-                continue
-            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-                if not started:
-                    return None
-                _write_all(self.writer, out)
-                return False
-            if isinstance(event, h11.InformationalResponse | h11.Response):
-                started = True
-                head = type(event)(
-                    status_code=event.status_code,
-                    headers=list(event.headers.raw_items()),
-                    reason=event.reason,
-                )
-                out.append(self.down.send(head))
-                if event.status_code == 101:
                     _write_all(self.writer, out)
-                    await self._switch_protocols(up)
                     return False
-            elif isinstance(event, h11.Data):
-                out.extend(self.down.send_with_data_passthrough(event) or ())
-            elif isinstance(event, h11.EndOfMessage):
-                out.append(self.down.send(event))
+                if not more:
+                    if not out:
+                        return None
+                    _write_all(self.writer, out)  # it ended after an informational answer
+                    return False
+                data += more
+            end += 4
+            head, data = data[:end], data[end:]
+            answer = Message.parse(head, response=True)
+            out.append(head)
+            if answer.status == 101:
+                if data:
+                    out.append(data)
                 _write_all(self.writer, out)
-                await self.writer.drain()
-                return True
+                await self._switch_protocols(up)
+                return False
+            if answer.status >= 200:
+                break
+        self.answering = True
+        try:
+            return await self._answer_body(up, request, answer, data, out)
+        except Exception as exc:  # the answer broke off: the client sees its connection end
+            log.debug("%s: answer from %s broke off: %r", self.service, up.target, exc)
+            return False
+
+    async def _answer_body(self, up: Upstream, request: Message, answer: Message, data: bytes,
+                           out: list[bytes]) -> bool:  # fmt: skip
+        """Relay the body of ``answer`` (``data`` is what came after its head); whether the
+        downstream connection may continue."""
+        if request.method == b"HEAD" or answer.status in (204, 304):
+            remaining, chunks, until_eof = 0, None, False
+        elif answer.chunked:
+            remaining, chunks, until_eof = 0, ChunkedBody(), False
+        elif answer.length is not None:
+            remaining, chunks, until_eof = answer.length, None, False
+        else:
+            remaining, chunks, until_eof = 0, None, True  # its end is the connection's
+        complete = not (chunks or remaining or until_eof)
+        while not complete:
+            if data:
+                if chunks is not None:
+                    n = chunks.feed(data)
+                    complete = chunks.complete
+                elif until_eof:
+                    n = len(data)
+                else:
+                    n = min(remaining, len(data))
+                    remaining -= n
+                    complete = remaining == 0
+                out.append(data if n == len(data) else data[:n])
+                data = data[n:]
+                if complete:
+                    break
+            _write_all(self.writer, out)
+            await self.writer.drain()
+            data = await up.reader.read(CHUNK)
+            if not data:
+                return False  # the end of a close-delimited body, or an answer cut short
+        _write_all(self.writer, out)
+        await self.writer.drain()
+        keep_alive = request.keep_alive and answer.keep_alive
+        # Bytes beyond the answer: the upstream is out of step, no more requests on it.
+        up.idle = keep_alive and not data
+        return keep_alive
 
     async def _first_answer(self, up: Upstream) -> bytes:
         """The first bytes of an answer on a kept-alive channel to a session. A slow answer
@@ -659,31 +840,18 @@ class HttpRouting:
 
     async def _switch_protocols(self, up: Upstream) -> None:
         """After a 101 (WebSocket and friends) both sides speak something else: splice."""
-        leftover_down, _ = self.down.trailing_data
-        leftover_up, _ = up.conn.trailing_data
-        if leftover_down:
-            up.writer.write(leftover_down)
-        if leftover_up:
-            self.writer.write(leftover_up)
+        if self.buf:
+            up.writer.write(self.buf)
+            self.buf = b""
         self.pool.pop(up.target, None)
         await splice((self.reader, self.writer), (up.reader, up.writer))
 
     def _reply_error(self, status: int, reason: str) -> None:
-        if self.down.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
+        if self.answering:
+            return  # part of an answer went out already: the client sees the connection end
         body = f"cockpit agent: {reason}\n".encode()
-        with contextlib.suppress(h11.LocalProtocolError):
-            self.writer.write(
-                self.down.send(
-                    h11.Response(
-                        status_code=status,
-                        headers=[
-                            ("content-type", "text/plain"),
-                            ("content-length", str(len(body))),
-                            ("connection", "close"),
-                        ],
-                    )
-                )
-                + self.down.send(h11.Data(data=body))
-                + self.down.send(h11.EndOfMessage())
-            )
+        self.writer.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s"
+            % (status, HTTPStatus(status).phrase.encode(), len(body), body)
+        )

@@ -26,6 +26,7 @@ class Request:
     headers: list[tuple[bytes, bytes]]
     body: bytes
     trailers: list[tuple[bytes, bytes]]
+    connection: int = 0  # which connection to the local process carried it (from 1)
 
     def header(self, name: bytes) -> bytes | None:
         return next((v for n, v in self.headers if n == name), None)
@@ -80,6 +81,7 @@ class Scripted:
     answer: Answer
     requests: list[Request] = field(default_factory=list)
     server: asyncio.Server | None = None
+    connections: int = 0
 
     @property
     def port(self) -> int:
@@ -87,8 +89,11 @@ class Scripted:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        connection = self.connections
         try:
             while (request := await read_request(reader)) is not None:
+                request.connection = connection
                 self.requests.append(request)
                 if not await self.answer(request, reader, writer):
                     break
@@ -255,7 +260,7 @@ async def test_a_chunked_request_with_trailers_split_across_reads(
         b"POST /up HTTP/1.1\r\nHost: store\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
         b"lo\r\n8\r\n\r\n\r\nabcd\r\n",
         b"3;ext=1\r\nxyz\r\n0\r\nX-Sum: 16\r\n\r",
-        b"\n",
+        b"\n" + GET % b"/next",  # and the next request right behind it
     ]
     for piece in pieces:
         writer.write(piece)
@@ -263,11 +268,10 @@ async def test_a_chunked_request_with_trailers_split_across_reads(
         await asyncio.sleep(0.05)
     answer = await read_response(reader)
     assert answer.body == b"/up 16"
-    (request,) = server.requests
+    assert (await read_response(reader)).body == b"/next 0"
+    request = server.requests[0]
     assert request.body == b"hello\r\n\r\nabcdxyz"
     assert request.trailers == [(b"x-sum", b"16")]
-    writer.write(GET % b"/next")  # the connection goes on after the chunked message
-    assert (await read_response(reader)).body == b"/next 0"
     writer.close()
 
 
@@ -290,7 +294,8 @@ async def test_a_chunked_answer_with_trailers_split_across_reads(
         answer = await read_response(reader)
         assert answer.body == b"abcd\r\n\r\nxy"
         assert answer.trailers == [(b"x-done", b"yes")]
-    assert len(server.requests) == 2
+    first, second = server.requests
+    assert first.connection == second.connection  # kept alive
     writer.close()
 
 
@@ -382,6 +387,27 @@ async def test_an_answer_with_connection_close_ends_the_client_connection(
     assert len(server.requests) == 2
 
 
+async def test_bytes_beyond_an_answer_retire_its_upstream_connection(
+    make_agent: AgentFactory, scripted: ScriptedFactory
+) -> None:
+    async def overlong(request: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        w.write(ok(request.target) + (b"EXTRA" if request.target == b"/first" else b""))
+        await w.drain()
+        return True
+
+    h = await make_agent()
+    server = await scripted(overlong)
+    await global_to(h, server)
+    reader, writer = await connect(h)
+    for path in (b"/first", b"/second"):
+        writer.write(GET % path)
+        answer = await read_response(reader)
+        assert (answer.status, answer.body) == (200, path)
+    first, second = server.requests
+    assert first.connection != second.connection
+    writer.close()
+
+
 async def test_a_close_delimited_answer_is_passed_on_to_its_end(
     make_agent: AgentFactory, scripted: ScriptedFactory
 ) -> None:
@@ -398,15 +424,19 @@ async def test_a_close_delimited_answer_is_passed_on_to_its_end(
     writer.close()
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"GET /old HTTP/1.0\r\nHost: store\r\n\r\n", b"GET /old HTTP/1.0\r\n\r\n"],
+    ids=["host", "no-host"],
+)
 async def test_an_http_1_0_client_gets_its_answer_and_the_connection_ends(
-    make_agent: AgentFactory,
-    scripted: ScriptedFactory,
+    make_agent: AgentFactory, scripted: ScriptedFactory, request_bytes: bytes
 ) -> None:
     h = await make_agent()
     server = await scripted(by_path)
     await global_to(h, server)
     reader, writer = await connect(h)
-    writer.write(b"GET /old HTTP/1.0\r\nHost: store\r\n\r\n")
+    writer.write(request_bytes)
     answer = await read_response(reader)
     assert (answer.status, answer.body) == (200, b"/old 0")
     assert await closed(reader)
@@ -435,6 +465,36 @@ async def test_a_malformed_request_gets_400_and_the_connection_ends(
     assert answer.status == 400
     assert await closed(reader)
     assert all(r.target != b"/" or r.body == b"" for r in server.requests)
+    writer.close()
+
+
+async def test_a_request_head_over_64_kib_gets_431(
+    make_agent: AgentFactory, scripted: ScriptedFactory
+) -> None:
+    h = await make_agent()
+    server = await scripted(by_path)
+    await global_to(h, server)
+    reader, writer = await connect(h)
+    writer.write(b"GET / HTTP/1.1\r\nHost: store\r\n" + b"X-Big: %s\r\n" % (b"y" * 70_000))
+    answer = await read_response(reader)
+    assert answer.status == 431
+    assert await closed(reader)
+    assert server.requests == []
+    writer.close()
+
+
+async def test_a_malformed_answer_gets_502(
+    make_agent: AgentFactory, scripted: ScriptedFactory
+) -> None:
+    h = await make_agent()
+    server = await scripted(reply(b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n"))
+    await global_to(h, server)
+    reader, writer = await connect(h)
+    writer.write(GET % b"/")
+    answer = await read_response(reader)
+    assert answer.status == 502
+    assert b"bad answer" in answer.body
+    assert await closed(reader)
     writer.close()
 
 

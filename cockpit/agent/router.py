@@ -458,8 +458,8 @@ class Message:
     """One message head, validated by llhttp (httptools) and read for what routing and framing
     need. Fed exactly the head's bytes: llhttp would go on into whatever follows."""
 
-    __slots__ = ("chunked", "expect", "headers", "keep_alive", "length", "method", "ready",
-                 "status")  # fmt: skip
+    __slots__ = ("chunked", "expect", "headers", "http10", "keep_alive", "length", "method",
+                 "ready", "status")  # fmt: skip
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []  # (lower-case name, value), as they came
@@ -470,6 +470,7 @@ class Message:
         self.chunked = False
         self.length: int | None = None  # None: no Content-Length
         self.expect: bytes | None = None
+        self.http10 = False
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -506,9 +507,10 @@ class Message:
                 connection += (t.strip().lower() for t in value.split(b","))
             elif name == b"expect":
                 self.expect = value.strip().lower()
+        self.http10 = parser.get_http_version() == "1.0"
         if b"close" in connection:
             self.keep_alive = False
-        elif parser.get_http_version() == "1.0":
+        elif self.http10:
             self.keep_alive = b"keep-alive" in connection
         else:
             self.keep_alive = True
@@ -654,7 +656,7 @@ class HttpRouting:
         """Forward one request and its answer; False when the downstream must close."""
         target = self.router.table.route_request(self.service, request.headers)
         if request.expect is not None:
-            if request.expect == b"100-continue":
+            if request.expect == b"100-continue" and not request.http10:
                 self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             head = _without_expect(head)
         body: list[bytes] = []  # what can be sent again (up to REPLAY_LIMIT)

@@ -321,6 +321,20 @@ async def test_100_continue_is_answered_by_the_agent_and_not_passed_on(
     writer.close()
 
 
+async def test_an_http_1_0_client_gets_no_100_continue(
+    make_agent: AgentFactory, scripted: ScriptedFactory
+) -> None:
+    h = await make_agent()
+    server = await scripted(by_path)
+    await global_to(h, server)
+    reader, writer = await connect(h)
+    writer.write(b"PUT /put HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello")
+    answer = await read_response(reader)
+    assert (answer.status, answer.body) == (200, b"/put 5")
+    assert server.requests[0].header(b"expect") is None
+    writer.close()
+
+
 async def test_an_upgrade_carries_raw_bytes_both_ways(
     make_agent: AgentFactory, scripted: ScriptedFactory
 ) -> None:

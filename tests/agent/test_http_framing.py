@@ -182,6 +182,31 @@ async def closed(reader: asyncio.StreamReader) -> bool:
         return True
 
 
+Through = tuple[Scripted, asyncio.StreamReader, asyncio.StreamWriter]
+ThroughFactory = Callable[[Answer], Awaitable[Through]]
+
+
+@pytest.fixture
+async def through(
+    make_agent: AgentFactory, scripted: ScriptedFactory
+) -> AsyncIterator[ThroughFactory]:
+    """An agent, a Scripted local process that holds a global intercept, and a client
+    connection to the agent."""
+    clients: list[asyncio.StreamWriter] = []
+
+    async def start(answer: Answer) -> Through:
+        h = await make_agent()
+        server = await scripted(answer)
+        await global_to(h, server)
+        reader, writer = await connect(h)
+        clients.append(writer)
+        return server, reader, writer
+
+    yield start
+    for writer in clients:
+        writer.close()
+
+
 async def global_to(h: Harness, server: Scripted) -> None:
     await route_store(await h.link("me"), server.port, "global")
 
@@ -193,19 +218,14 @@ async def connect(h: Harness) -> tuple[asyncio.StreamReader, asyncio.StreamWrite
 GET = b"GET %s HTTP/1.1\r\nHost: store\r\n\r\n"
 
 
-async def test_a_head_answer_ends_at_its_head(
-    make_agent: AgentFactory, scripted: ScriptedFactory
-) -> None:
+async def test_a_head_answer_ends_at_its_head(through: ThroughFactory) -> None:
     async def answer(request: Request, _: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
         body = b"x" * 1000
         w.write(ok(body)[: -len(body)] if request.method == b"HEAD" else ok(body))
         await w.drain()
         return True
 
-    h = await make_agent()
-    server = await scripted(answer)
-    await global_to(h, server)
-    reader, writer = await connect(h)
+    server, reader, writer = await through(answer)
     writer.write(b"HEAD / HTTP/1.1\r\nHost: store\r\n\r\n")
     head = await read_response(reader, head_only=True)
     assert (head.status, head.header(b"content-length")) == (200, b"1000")
@@ -223,9 +243,7 @@ async def test_a_head_answer_ends_at_its_head(
         b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 1000\r\n\r\n',
     ],
 )
-async def test_bodiless_statuses_end_at_their_head(
-    make_agent: AgentFactory, scripted: ScriptedFactory, answer: bytes
-) -> None:
+async def test_bodiless_statuses_end_at_their_head(through: ThroughFactory, answer: bytes) -> None:
     async def bodiless(request: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
         if request.target == b"/none":
             w.write(answer)
@@ -233,10 +251,7 @@ async def test_bodiless_statuses_end_at_their_head(
             return True
         return await by_path(request, r, w)
 
-    h = await make_agent()
-    server = await scripted(bodiless)
-    await global_to(h, server)
-    reader, writer = await connect(h)
+    _, reader, writer = await through(bodiless)
     for _ in range(2):
         writer.write(GET % b"/none")
         first = await read_response(reader)
@@ -246,14 +261,8 @@ async def test_bodiless_statuses_end_at_their_head(
     writer.close()
 
 
-async def test_a_chunked_request_with_trailers_split_across_reads(
-    make_agent: AgentFactory,
-    scripted: ScriptedFactory,
-) -> None:
-    h = await make_agent()
-    server = await scripted(by_path)
-    await global_to(h, server)
-    reader, writer = await connect(h)
+async def test_a_chunked_request_with_trailers_split_across_reads(through: ThroughFactory) -> None:
+    server, reader, writer = await through(by_path)
     # The chunk data holds what ends a chunked message elsewhere (b"\r\n\r\n"), and the
     # message's own end arrives split across two reads.
     pieces = [
@@ -275,9 +284,7 @@ async def test_a_chunked_request_with_trailers_split_across_reads(
     writer.close()
 
 
-async def test_a_chunked_answer_with_trailers_split_across_reads(
-    make_agent: AgentFactory, scripted: ScriptedFactory
-) -> None:
+async def test_a_chunked_answer_with_trailers_split_across_reads(through: ThroughFactory) -> None:
     chunked = reply(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nab",
         b"cd\r\n6\r\n\r\n\r\nxy\r\n",
@@ -285,10 +292,7 @@ async def test_a_chunked_answer_with_trailers_split_across_reads(
         b"\n",
         pause=0.05,
     )
-    h = await make_agent()
-    server = await scripted(chunked)
-    await global_to(h, server)
-    reader, writer = await connect(h)
+    server, reader, writer = await through(chunked)
     for _ in range(2):  # and the kept-alive channel serves the next one
         writer.write(GET % b"/chunks")
         answer = await read_response(reader)
@@ -300,13 +304,9 @@ async def test_a_chunked_answer_with_trailers_split_across_reads(
 
 
 async def test_100_continue_is_answered_by_the_agent_and_not_passed_on(
-    make_agent: AgentFactory,
-    scripted: ScriptedFactory,
+    through: ThroughFactory,
 ) -> None:
-    h = await make_agent()
-    server = await scripted(by_path)
-    await global_to(h, server)
-    reader, writer = await connect(h)
+    server, reader, writer = await through(by_path)
     writer.write(
         b"PUT /put HTTP/1.1\r\nHost: store\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
     )
@@ -321,13 +321,8 @@ async def test_100_continue_is_answered_by_the_agent_and_not_passed_on(
     writer.close()
 
 
-async def test_an_http_1_0_client_gets_no_100_continue(
-    make_agent: AgentFactory, scripted: ScriptedFactory
-) -> None:
-    h = await make_agent()
-    server = await scripted(by_path)
-    await global_to(h, server)
-    reader, writer = await connect(h)
+async def test_an_http_1_0_client_gets_no_100_continue(through: ThroughFactory) -> None:
+    server, reader, writer = await through(by_path)
     writer.write(b"PUT /put HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello")
     answer = await read_response(reader)
     assert (answer.status, answer.body) == (200, b"/put 5")
@@ -335,9 +330,7 @@ async def test_an_http_1_0_client_gets_no_100_continue(
     writer.close()
 
 
-async def test_an_upgrade_carries_raw_bytes_both_ways(
-    make_agent: AgentFactory, scripted: ScriptedFactory
-) -> None:
+async def test_an_upgrade_carries_raw_bytes_both_ways(through: ThroughFactory) -> None:
     async def upgrade(request: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
         # The greeting rides in the same write as the 101: it must reach the client too.
         w.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: shout\r\n"
@@ -347,10 +340,7 @@ async def test_an_upgrade_carries_raw_bytes_both_ways(
             await w.drain()
         return False
 
-    h = await make_agent()
-    server = await scripted(upgrade)
-    await global_to(h, server)
-    reader, writer = await connect(h)
+    _, reader, writer = await through(upgrade)
     writer.write(
         b"GET /ws HTTP/1.1\r\nHost: store\r\nConnection: Upgrade\r\nUpgrade: shout\r\n\r\n"
     )
@@ -402,17 +392,14 @@ async def test_an_answer_with_connection_close_ends_the_client_connection(
 
 
 async def test_bytes_beyond_an_answer_retire_its_upstream_connection(
-    make_agent: AgentFactory, scripted: ScriptedFactory
+    through: ThroughFactory,
 ) -> None:
     async def overlong(request: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
         w.write(ok(request.target) + (b"EXTRA" if request.target == b"/first" else b""))
         await w.drain()
         return True
 
-    h = await make_agent()
-    server = await scripted(overlong)
-    await global_to(h, server)
-    reader, writer = await connect(h)
+    server, reader, writer = await through(overlong)
     for path in (b"/first", b"/second"):
         writer.write(GET % path)
         answer = await read_response(reader)
@@ -422,16 +409,11 @@ async def test_bytes_beyond_an_answer_retire_its_upstream_connection(
     writer.close()
 
 
-async def test_a_close_delimited_answer_is_passed_on_to_its_end(
-    make_agent: AgentFactory, scripted: ScriptedFactory
-) -> None:
+async def test_a_close_delimited_answer_is_passed_on_to_its_end(through: ThroughFactory) -> None:
     body = bytes(range(256)) * 1024
     until_close = reply(b"HTTP/1.1 200 OK\r\n\r\n", body[:1000], body[1000:], keep=False,
                         pause=0.05)  # fmt: skip
-    h = await make_agent()
-    server = await scripted(until_close)
-    await global_to(h, server)
-    reader, writer = await connect(h)
+    _, reader, writer = await through(until_close)
     writer.write(GET % b"/")
     answer = await read_response(reader)  # no length: the body ends with the connection
     assert hashlib.sha256(answer.body).digest() == hashlib.sha256(body).digest()
@@ -444,12 +426,9 @@ async def test_a_close_delimited_answer_is_passed_on_to_its_end(
     ids=["host", "no-host"],
 )
 async def test_an_http_1_0_client_gets_its_answer_and_the_connection_ends(
-    make_agent: AgentFactory, scripted: ScriptedFactory, request_bytes: bytes
+    through: ThroughFactory, request_bytes: bytes
 ) -> None:
-    h = await make_agent()
-    server = await scripted(by_path)
-    await global_to(h, server)
-    reader, writer = await connect(h)
+    _, reader, writer = await through(by_path)
     writer.write(request_bytes)
     answer = await read_response(reader)
     assert (answer.status, answer.body) == (200, b"/old 0")
@@ -468,12 +447,9 @@ async def test_an_http_1_0_client_gets_its_answer_and_the_connection_ends(
     ids=["header-line", "two-lengths", "chunk-size"],
 )
 async def test_a_malformed_request_gets_400_and_the_connection_ends(
-    make_agent: AgentFactory, scripted: ScriptedFactory, request_bytes: bytes
+    through: ThroughFactory, request_bytes: bytes
 ) -> None:
-    h = await make_agent()
-    server = await scripted(by_path)
-    await global_to(h, server)
-    reader, writer = await connect(h)
+    server, reader, writer = await through(by_path)
     writer.write(request_bytes)
     answer = await read_response(reader)
     assert answer.status == 400
@@ -482,13 +458,8 @@ async def test_a_malformed_request_gets_400_and_the_connection_ends(
     writer.close()
 
 
-async def test_a_request_head_over_64_kib_gets_431(
-    make_agent: AgentFactory, scripted: ScriptedFactory
-) -> None:
-    h = await make_agent()
-    server = await scripted(by_path)
-    await global_to(h, server)
-    reader, writer = await connect(h)
+async def test_a_request_head_over_64_kib_gets_431(through: ThroughFactory) -> None:
+    server, reader, writer = await through(by_path)
     writer.write(b"GET / HTTP/1.1\r\nHost: store\r\n" + b"X-Big: %s\r\n" % (b"y" * 70_000))
     answer = await read_response(reader)
     assert answer.status == 431
@@ -497,13 +468,8 @@ async def test_a_request_head_over_64_kib_gets_431(
     writer.close()
 
 
-async def test_a_malformed_answer_gets_502(
-    make_agent: AgentFactory, scripted: ScriptedFactory
-) -> None:
-    h = await make_agent()
-    server = await scripted(reply(b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n"))
-    await global_to(h, server)
-    reader, writer = await connect(h)
+async def test_a_malformed_answer_gets_502(through: ThroughFactory) -> None:
+    _, reader, writer = await through(reply(b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n"))
     writer.write(GET % b"/")
     answer = await read_response(reader)
     assert answer.status == 502
@@ -541,13 +507,9 @@ async def test_a_post_is_replayed_on_the_original_pods_when_the_session_drops_be
 
 
 async def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(
-    make_agent: AgentFactory,
-    scripted: ScriptedFactory,
+    through: ThroughFactory,
 ) -> None:
-    h = await make_agent()
-    server = await scripted(by_path)
-    await global_to(h, server)
-    reader, writer = await connect(h)
+    _, reader, writer = await through(by_path)
     writer.write(b"POST /last HTTP/1.1\r\nHost: store\r\nContent-Length: 2\r\n\r\nhi")
     writer.write_eof()
     assert (await read_response(reader)).body == b"/last 2"
@@ -556,8 +518,7 @@ async def test_a_client_that_half_closes_after_its_request_still_gets_the_answer
 
 
 async def test_a_client_that_closes_after_its_request_leaves_nothing_behind(
-    make_agent: AgentFactory,
-    scripted: ScriptedFactory,
+    make_agent: AgentFactory, scripted: ScriptedFactory
 ) -> None:
     answered = asyncio.Event()
 

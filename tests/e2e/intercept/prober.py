@@ -10,6 +10,8 @@ Its control API (reached through a port-forward), JSON in and out:
   POST /upload {"host", "port", "size"}            -> {"mbps"}: one POST /echo of size bytes
   POST /rate {"host", "port", "seconds", "connections"} -> {"rps"}: GET /healthz, keep-alive
   POST /mark                                        -> {"t"}: now, on the results' clock
+  POST /raw {"host", "port", "data"}               -> {"data"}: ``data`` (latin-1) sent in one
+                                                      write, all that came back until EOF
 Each result: [t_start, status, served_by, pod, seconds, error].
 It runs as ``python3 -c <this file>`` in a bare python pod: stdlib only and self-contained, so
 its /download, /upload and /rate clients are copies of bench/portforward.py's, kept in step.
@@ -199,6 +201,20 @@ async def _rate(host, port, seconds, connections):
     return sum(counts) / (time.perf_counter() - t0)
 
 
+def raw(host, port, data, seconds=20.0):
+    """Send ``data`` in one write on a new connection; what comes back until the server closes
+    (or ``seconds`` pass with nothing more)."""
+    out = []
+    with socket.create_connection((host, port), timeout=seconds) as s:
+        s.sendall(data)
+        try:
+            while chunk := s.recv(65536):
+                out.append(chunk)
+        except TimeoutError:
+            pass
+    return b"".join(out)
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -248,6 +264,9 @@ class Handler(BaseHTTPRequestHandler):
                 _rate(spec["host"], spec["port"], spec["seconds"], spec["connections"])
             )
             self.reply({"rps": rps})
+        elif path == "/raw":
+            data = raw(spec["host"], spec["port"], spec["data"].encode("latin-1"))
+            self.reply({"data": data.decode("latin-1")})
         elif path == "/mark":
             self.reply({"t": now()})
         else:

@@ -330,6 +330,19 @@ async def test_an_http_1_0_client_gets_no_100_continue(through: ThroughFactory) 
     writer.close()
 
 
+async def test_an_informational_answer_is_passed_on_before_the_final_one(
+    through: ThroughFactory,
+) -> None:
+    hints = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+    _, reader, writer = await through(reply(hints, ok(b"final"), pause=0.05))
+    for _ in range(2):
+        writer.write(GET % b"/")
+        early = await read_response(reader)
+        assert (early.status, early.header(b"link")) == (103, b"</style.css>; rel=preload")
+        final = await read_response(reader)
+        assert (final.status, final.body) == (200, b"final")
+
+
 async def test_an_upgrade_carries_raw_bytes_both_ways(through: ThroughFactory) -> None:
     async def upgrade(request: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
         # The greeting rides in the same write as the 101: it must reach the client too.

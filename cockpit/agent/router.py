@@ -617,6 +617,10 @@ class HttpRouting:
         while (end := data.find(END_OF_HEAD, searched)) < 0:
             if len(data) > HEAD_LIMIT:
                 raise BadMessage(431, "request head too large")
+            if data.find(b"\n\n", max(0, searched - 1)) >= 0:
+                # Lines ended by LF alone: llhttp refuses them, so say so now instead of
+                # waiting for a CRLF that is not coming.
+                raise BadMessage(400, "bad request: lines must end with CRLF")
             searched = max(0, len(data) - 3)
             try:
                 more = await self.reader.read(CHUNK)

@@ -456,8 +456,9 @@ async def test_an_http_1_0_client_gets_its_answer_and_the_connection_ends(
         b"POST / HTTP/1.1\r\nHost: store\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
         b"POST / HTTP/1.1\r\nHost: store\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"zz\r\nab\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: store\n\n",
     ],
-    ids=["header-line", "two-lengths", "chunk-size"],
+    ids=["header-line", "two-lengths", "chunk-size", "bare-lf"],
 )
 async def test_a_malformed_request_gets_400_and_the_connection_ends(
     through: ThroughFactory, request_bytes: bytes

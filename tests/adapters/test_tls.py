@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -96,7 +97,13 @@ def client_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(certificate[0]))
 
 
+# Small fixed socket buffers at both ends: the backpressure test must see the socket fill up
+# whatever the kernel's autotuning would allow (tcp_rmem's max can be tens of MB).
+SMALL_BUFFER = 64 * 1024
+
+
 async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
     while data := await reader.read(65536):
         writer.write(data)
         await writer.drain()
@@ -116,6 +123,7 @@ async def test_bulk_echo_with_backpressure(
         port,
         ssl_context=client_context(certificate) if tls else None,
     )
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
     transport.set_write_buffer_limits(high=32 * 1024)
     payload = os.urandom(4 * 1024 * 1024)
     proto.want = len(payload)
